@@ -1,0 +1,140 @@
+//! Median filtering of f32 planes with replicated borders, as OpenCV's
+//! `medianBlur` (3x3 and 5x5 are the sizes OpenCV supports for float images).
+//! A median is unique, so any exact selection equals OpenCV's.
+
+#[inline(always)]
+fn sort2(p: &mut [f32], a: usize, b: usize) {
+    let (x, y) = (p[a], p[b]);
+    p[a] = if y < x { y } else { x };
+    p[b] = if y < x { x } else { y };
+}
+
+/// Median of 25 values by a fixed comparison network (Paeth / Devillard).
+#[inline(always)]
+fn med25(p: &mut [f32; 25]) -> f32 {
+    const NET: [(usize, usize); 99] = [
+        (0, 1), (3, 4), (2, 4), (2, 3), (6, 7), (5, 7), (5, 6), (9, 10), (8, 10), (8, 9),
+        (12, 13), (11, 13), (11, 12), (15, 16), (14, 16), (14, 15), (18, 19), (17, 19), (17, 18), (21, 22),
+        (20, 22), (20, 21), (23, 24), (2, 5), (3, 6), (0, 6), (0, 3), (4, 7), (1, 7), (1, 4),
+        (11, 14), (8, 14), (8, 11), (12, 15), (9, 15), (9, 12), (13, 16), (10, 16), (10, 13), (20, 23),
+        (17, 23), (17, 20), (21, 24), (18, 24), (18, 21), (19, 22), (8, 17), (9, 18), (0, 18), (0, 9),
+        (10, 19), (1, 19), (1, 10), (11, 20), (2, 20), (2, 11), (12, 21), (3, 21), (3, 12), (13, 22),
+        (4, 22), (4, 13), (14, 23), (5, 23), (5, 14), (15, 24), (6, 24), (6, 15), (7, 16), (7, 19),
+        (13, 21), (15, 23), (7, 13), (7, 15), (1, 9), (3, 11), (5, 17), (11, 17), (9, 17), (4, 10),
+        (6, 12), (7, 14), (4, 6), (4, 7), (12, 14), (10, 14), (6, 7), (10, 12), (6, 10), (6, 17),
+        (12, 17), (7, 17), (7, 10), (12, 18), (7, 12), (10, 18), (12, 20), (10, 20), (10, 12),
+    ];
+    for &(a, b) in NET.iter() {
+        sort2(p, a, b);
+    }
+    p[12]
+}
+
+/// Median of 9 values by a fixed comparison network.
+#[inline(always)]
+fn med9(p: &mut [f32; 9]) -> f32 {
+    const NET: [(usize, usize); 19] = [
+        (1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
+        (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2),
+    ];
+    for &(a, b) in NET.iter() {
+        sort2(p, a, b);
+    }
+    p[4]
+}
+
+/// Filters rows `y0..y1` of `src` (`w` x `h`) into `dst` (those rows only).
+/// `pad` is scratch of at least `(w + 4) * 5` values.
+pub(crate) fn median_rows(src: &[f32], w: usize, h: usize, k: usize, y0: usize, y1: usize, dst: &mut [f32], pad: &mut Vec<f32>) {
+    let r = k / 2;
+    let pw = w + 2 * r;
+    pad.clear();
+    pad.resize(pw * k, 0.0);
+    for y in y0..y1 {
+        // Gather the k rows around y with replicated borders, padded in x.
+        for i in 0..k {
+            let sy = (y as isize + i as isize - r as isize).clamp(0, h as isize - 1) as usize;
+            let s = &src[sy * w..(sy + 1) * w];
+            let p = &mut pad[i * pw..(i + 1) * pw];
+            p[r..r + w].copy_from_slice(s);
+            for j in 0..r {
+                p[j] = s[0];
+                p[r + w + j] = s[w - 1];
+            }
+        }
+        let out = &mut dst[(y - y0) * w..(y - y0 + 1) * w];
+        if k == 5 {
+            let rows: [&[f32]; 5] = std::array::from_fn(|i| &pad[i * pw..(i + 1) * pw]);
+            for (x, o) in out.iter_mut().enumerate() {
+                let mut p = [0f32; 25];
+                for i in 0..5 {
+                    let s = &rows[i][x..x + 5];
+                    p[i * 5..i * 5 + 5].copy_from_slice(s);
+                }
+                *o = med25(&mut p);
+            }
+        } else {
+            let rows: [&[f32]; 3] = std::array::from_fn(|i| &pad[i * pw..(i + 1) * pw]);
+            for (x, o) in out.iter_mut().enumerate() {
+                let mut p = [0f32; 9];
+                for i in 0..3 {
+                    p[i * 3..i * 3 + 3].copy_from_slice(&rows[i][x..x + 3]);
+                }
+                *o = med9(&mut p);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 10.0 - 5.0
+    }
+
+    fn sorted_median(v: &[f32]) -> f32 {
+        let mut s = v.to_vec();
+        s.sort_by(f32::total_cmp);
+        s[s.len() / 2]
+    }
+
+    #[test]
+    fn networks_select_the_median() {
+        let mut seed = 7;
+        for trial in 0..20000 {
+            // Include ties: quantise some trials.
+            let q = if trial % 3 == 0 { 1.0 } else { 1000.0 };
+            let v: Vec<f32> = (0..25).map(|_| (lcg(&mut seed) * q).round() / q).collect();
+            let mut a: [f32; 25] = v.clone().try_into().unwrap();
+            assert_eq!(med25(&mut a), sorted_median(&v), "{v:?}");
+            let mut b: [f32; 9] = v[..9].to_vec().try_into().unwrap();
+            assert_eq!(med9(&mut b), sorted_median(&v[..9]), "{:?}", &v[..9]);
+        }
+    }
+
+    #[test]
+    fn borders_replicate() {
+        let (w, h) = (6, 5);
+        let mut seed = 3;
+        let src: Vec<f32> = (0..w * h).map(|_| lcg(&mut seed)).collect();
+        let mut dst = vec![0.0; w * h];
+        let mut pad = Vec::new();
+        median_rows(&src, w, h, 5, 0, h, &mut dst, &mut pad);
+        for y in 0..h {
+            for x in 0..w {
+                let mut win = Vec::new();
+                for dy in -2i32..=2 {
+                    for dx in -2i32..=2 {
+                        let yy = (y as i32 + dy).clamp(0, h as i32 - 1) as usize;
+                        let xx = (x as i32 + dx).clamp(0, w as i32 - 1) as usize;
+                        win.push(src[yy * w + xx]);
+                    }
+                }
+                assert_eq!(dst[y * w + x], sorted_median(&win));
+            }
+        }
+    }
+}
