@@ -9,27 +9,6 @@ fn sort2(p: &mut [f32], a: usize, b: usize) {
     p[b] = if y < x { x } else { y };
 }
 
-/// Median of 25 values by a fixed comparison network (Paeth / Devillard).
-#[inline(always)]
-fn med25(p: &mut [f32; 25]) -> f32 {
-    const NET: [(usize, usize); 99] = [
-        (0, 1), (3, 4), (2, 4), (2, 3), (6, 7), (5, 7), (5, 6), (9, 10), (8, 10), (8, 9),
-        (12, 13), (11, 13), (11, 12), (15, 16), (14, 16), (14, 15), (18, 19), (17, 19), (17, 18), (21, 22),
-        (20, 22), (20, 21), (23, 24), (2, 5), (3, 6), (0, 6), (0, 3), (4, 7), (1, 7), (1, 4),
-        (11, 14), (8, 14), (8, 11), (12, 15), (9, 15), (9, 12), (13, 16), (10, 16), (10, 13), (20, 23),
-        (17, 23), (17, 20), (21, 24), (18, 24), (18, 21), (19, 22), (8, 17), (9, 18), (0, 18), (0, 9),
-        (10, 19), (1, 19), (1, 10), (11, 20), (2, 20), (2, 11), (12, 21), (3, 21), (3, 12), (13, 22),
-        (4, 22), (4, 13), (14, 23), (5, 23), (5, 14), (15, 24), (6, 24), (6, 15), (7, 16), (7, 19),
-        (13, 21), (15, 23), (7, 13), (7, 15), (1, 9), (3, 11), (5, 17), (11, 17), (9, 17), (4, 10),
-        (6, 12), (7, 14), (4, 6), (4, 7), (12, 14), (10, 14), (6, 7), (10, 12), (6, 10), (6, 17),
-        (12, 17), (7, 17), (7, 10), (12, 18), (7, 12), (10, 18), (12, 20), (10, 20), (10, 12),
-    ];
-    for &(a, b) in NET.iter() {
-        sort2(p, a, b);
-    }
-    p[12]
-}
-
 /// Median of 9 values by a fixed comparison network.
 #[inline(always)]
 fn med9(p: &mut [f32; 9]) -> f32 {
@@ -41,6 +20,134 @@ fn med9(p: &mut [f32; 9]) -> f32 {
         sort2(p, a, b);
     }
     p[4]
+}
+
+/// The 99-comparator median-of-25 network (Paeth / Devillard), as a macro so
+/// that each lane type gets straight-line code on registers.
+macro_rules! med25_net {
+    ($p:ident, $min:expr, $max:expr) => {
+        med25_net!(@ $p, $min, $max;
+            (0, 1), (3, 4), (2, 4), (2, 3), (6, 7), (5, 7), (5, 6), (9, 10), (8, 10), (8, 9),
+            (12, 13), (11, 13), (11, 12), (15, 16), (14, 16), (14, 15), (18, 19), (17, 19), (17, 18), (21, 22),
+            (20, 22), (20, 21), (23, 24), (2, 5), (3, 6), (0, 6), (0, 3), (4, 7), (1, 7), (1, 4),
+            (11, 14), (8, 14), (8, 11), (12, 15), (9, 15), (9, 12), (13, 16), (10, 16), (10, 13), (20, 23),
+            (17, 23), (17, 20), (21, 24), (18, 24), (18, 21), (19, 22), (8, 17), (9, 18), (0, 18), (0, 9),
+            (10, 19), (1, 19), (1, 10), (11, 20), (2, 20), (2, 11), (12, 21), (3, 21), (3, 12), (13, 22),
+            (4, 22), (4, 13), (14, 23), (5, 23), (5, 14), (15, 24), (6, 24), (6, 15), (7, 16), (7, 19),
+            (13, 21), (15, 23), (7, 13), (7, 15), (1, 9), (3, 11), (5, 17), (11, 17), (9, 17), (4, 10),
+            (6, 12), (7, 14), (4, 6), (4, 7), (12, 14), (10, 14), (6, 7), (10, 12), (6, 10), (6, 17),
+            (12, 17), (7, 17), (7, 10), (12, 18), (7, 12), (10, 18), (12, 20), (10, 20), (10, 12))
+    };
+    (@ $p:ident, $min:expr, $max:expr; $(($a:expr, $b:expr)),*) => {
+        $(
+            {
+                let (x, y) = ($p[$a], $p[$b]);
+                $p[$a] = $min(x, y);
+                $p[$b] = $max(x, y);
+            }
+        )*
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// 5x5 medians of one row, 16 pixels at a time (AVX-512F).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn median5_row_avx512(rows: &[&[f32]; 5], out: &mut [f32]) -> usize {
+        const L: usize = 16;
+        let w = out.len();
+        if w < L {
+            return 0;
+        }
+        let block = |x: usize, out: &mut [f32]| {
+            let mut p = [_mm512_setzero_ps(); 25];
+            for i in 0..5 {
+                let r = &rows[i][x..x + 4 + L];
+                for j in 0..5 {
+                    // SAFETY: r holds at least j + 16 values.
+                    p[i * 5 + j] = unsafe { _mm512_loadu_ps(r.as_ptr().add(j)) };
+                }
+            }
+            med25_net!(p, |a, b| _mm512_min_ps(a, b), |a, b| _mm512_max_ps(a, b));
+            let o = &mut out[x..x + L];
+            // SAFETY: o holds 16 values.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), p[12]) };
+        };
+        let mut x = 0;
+        while x + L <= w {
+            block(x, out);
+            x += L;
+        }
+        if x < w {
+            // The tail as one overlapping block: the overlap is recomputed identically.
+            block(w - L, out);
+        }
+        w
+    }
+
+    /// 5x5 medians of one row, 8 pixels at a time (AVX).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn median5_row_avx2(rows: &[&[f32]; 5], out: &mut [f32]) -> usize {
+        const L: usize = 8;
+        let w = out.len();
+        if w < L {
+            return 0;
+        }
+        let block = |x: usize, out: &mut [f32]| {
+            let mut p = [_mm256_setzero_ps(); 25];
+            for i in 0..5 {
+                let r = &rows[i][x..x + 4 + L];
+                for j in 0..5 {
+                    // SAFETY: r holds at least j + 8 values.
+                    p[i * 5 + j] = unsafe { _mm256_loadu_ps(r.as_ptr().add(j)) };
+                }
+            }
+            // minps/maxps return the second operand when unordered; no NaN reaches here.
+            med25_net!(p, |a, b| _mm256_min_ps(a, b), |a, b| _mm256_max_ps(a, b));
+            let o = &mut out[x..x + L];
+            // SAFETY: o holds 8 values.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), p[12]) };
+        };
+        let mut x = 0;
+        while x + L <= w {
+            block(x, out);
+            x += L;
+        }
+        if x < w {
+            block(w - L, out);
+        }
+        w
+    }
+}
+
+/// Median of 25 values (scalar network).
+#[inline(always)]
+fn med25_scalar(p: &mut [f32; 25]) -> f32 {
+    med25_net!(p, |a: f32, b: f32| if b < a { b } else { a }, |a: f32, b: f32| if b < a { a } else { b });
+    p[12]
+}
+
+fn median5_row(rows: &[&[f32]; 5], out: &mut [f32]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::cpu::has_avx512() {
+            // SAFETY: the CPU supports AVX-512F (checked at run time).
+            done = unsafe { simd::median5_row_avx512(rows, out) };
+        } else if crate::cpu::has_avx2() {
+            // SAFETY: the CPU supports AVX2 (checked at run time).
+            done = unsafe { simd::median5_row_avx2(rows, out) };
+        }
+    }
+    for (x, o) in out.iter_mut().enumerate().skip(done) {
+        let mut p = [0f32; 25];
+        for i in 0..5 {
+            p[i * 5..i * 5 + 5].copy_from_slice(&rows[i][x..x + 5]);
+        }
+        *o = med25_scalar(&mut p);
+    }
 }
 
 /// Filters rows `y0..y1` of `src` (`w` x `h`) into `dst` (those rows only).
@@ -65,14 +172,7 @@ pub(crate) fn median_rows(src: &[f32], w: usize, h: usize, k: usize, y0: usize, 
         let out = &mut dst[(y - y0) * w..(y - y0 + 1) * w];
         if k == 5 {
             let rows: [&[f32]; 5] = std::array::from_fn(|i| &pad[i * pw..(i + 1) * pw]);
-            for (x, o) in out.iter_mut().enumerate() {
-                let mut p = [0f32; 25];
-                for i in 0..5 {
-                    let s = &rows[i][x..x + 5];
-                    p[i * 5..i * 5 + 5].copy_from_slice(s);
-                }
-                *o = med25(&mut p);
-            }
+            median5_row(&rows, out);
         } else {
             let rows: [&[f32]; 3] = std::array::from_fn(|i| &pad[i * pw..(i + 1) * pw]);
             for (x, o) in out.iter_mut().enumerate() {
@@ -109,15 +209,51 @@ mod tests {
             let q = if trial % 3 == 0 { 1.0 } else { 1000.0 };
             let v: Vec<f32> = (0..25).map(|_| (lcg(&mut seed) * q).round() / q).collect();
             let mut a: [f32; 25] = v.clone().try_into().unwrap();
-            assert_eq!(med25(&mut a), sorted_median(&v), "{v:?}");
+            assert_eq!(med25_scalar(&mut a), sorted_median(&v), "{v:?}");
             let mut b: [f32; 9] = v[..9].to_vec().try_into().unwrap();
             assert_eq!(med9(&mut b), sorted_median(&v[..9]), "{:?}", &v[..9]);
         }
     }
 
+    /// Every vector width against the scalar network on rows of awkward widths.
+    #[test]
+    fn vector_rows_equal_scalar() {
+        let mut seed = 11;
+        for w in [8usize, 15, 16, 17, 31, 46, 58, 112] {
+            let rows_v: Vec<Vec<f32>> = (0..5).map(|_| (0..w + 4).map(|_| lcg(&mut seed)).collect()).collect();
+            let rows: [&[f32]; 5] = std::array::from_fn(|i| &rows_v[i][..]);
+            let expect: Vec<f32> = (0..w)
+                .map(|x| {
+                    let mut p = [0f32; 25];
+                    for i in 0..5 {
+                        p[i * 5..i * 5 + 5].copy_from_slice(&rows[i][x..x + 5]);
+                    }
+                    med25_scalar(&mut p)
+                })
+                .collect();
+            #[cfg(target_arch = "x86_64")]
+            {
+                let mut out = vec![0f32; w];
+                if is_x86_feature_detected!("avx512f") {
+                    // SAFETY: checked above.
+                    let done = unsafe { simd::median5_row_avx512(&rows, &mut out) };
+                    assert_eq!(&out[..done], &expect[..done], "avx512 w={w}");
+                }
+                if is_x86_feature_detected!("avx2") {
+                    // SAFETY: checked above.
+                    let done = unsafe { simd::median5_row_avx2(&rows, &mut out) };
+                    assert_eq!(&out[..done], &expect[..done], "avx2 w={w}");
+                }
+            }
+            let mut out = vec![0f32; w];
+            median5_row(&rows, &mut out);
+            assert_eq!(out, expect, "dispatch w={w}");
+        }
+    }
+
     #[test]
     fn borders_replicate() {
-        let (w, h) = (6, 5);
+        let (w, h) = (37, 5);
         let mut seed = 3;
         let src: Vec<f32> = (0..w * h).map(|_| lcg(&mut seed)).collect();
         let mut dst = vec![0.0; w * h];

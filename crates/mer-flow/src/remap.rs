@@ -47,7 +47,7 @@ pub(crate) struct Tap {
 }
 
 /// The quantised position of map coordinate (`mx`, `my`), as OpenCV's `RemapInvoker`.
-#[inline]
+#[inline(always)]
 pub(crate) fn tap(mx: f32, my: f32) -> Tap {
     let ix = round_i32(mx * TAB as f32);
     let iy = round_i32(my * TAB as f32);
@@ -58,7 +58,7 @@ pub(crate) fn tap(mx: f32, my: f32) -> Tap {
 }
 
 /// `cvRound(float)`: round half to even, saturating (NaN to `i32::MIN` like `cvtss2si`).
-#[inline]
+#[inline(always)]
 fn round_i32(v: f32) -> i32 {
     let r = v.round_ties_even();
     if r.is_nan() || r >= 2147483648.0 || r < -2147483648.0 {
@@ -105,6 +105,126 @@ pub(crate) fn sample(src: &[f32], w: usize, h: usize, t: Tap, tab: &[[f32; 16]])
         }
         sum
     }
+}
+
+/// The 4x4 weighted sums of an interior tap for the three interleaved planes
+/// (I1, I1x, I1y, unused), each lane in OpenCV's order of operations.
+#[inline(always)]
+fn interior3(img: &[[f32; 4]], base: usize, w: usize, k: &[f32; 16]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        let r = |b: usize, j: usize| -> __m128 {
+            let s = &img[b..b + 4];
+            // SAFETY: SSE is part of the x86_64 baseline; s holds four [f32; 4].
+            unsafe {
+                let t0 = _mm_mul_ps(_mm_loadu_ps(s[0].as_ptr()), _mm_set1_ps(k[j * 4]));
+                let t1 = _mm_mul_ps(_mm_loadu_ps(s[1].as_ptr()), _mm_set1_ps(k[j * 4 + 1]));
+                let t2 = _mm_mul_ps(_mm_loadu_ps(s[2].as_ptr()), _mm_set1_ps(k[j * 4 + 2]));
+                let t3 = _mm_mul_ps(_mm_loadu_ps(s[3].as_ptr()), _mm_set1_ps(k[j * 4 + 3]));
+                _mm_add_ps(_mm_add_ps(_mm_add_ps(t0, t1), t2), t3)
+            }
+        };
+        // SAFETY: SSE is part of the x86_64 baseline.
+        unsafe {
+            let mut sum = r(base, 0);
+            sum = _mm_add_ps(sum, r(base + w, 1));
+            sum = _mm_add_ps(sum, r(base + 2 * w, 2));
+            sum = _mm_add_ps(sum, r(base + 3 * w, 3));
+            let mut out = [0f32; 4];
+            _mm_storeu_ps(out.as_mut_ptr(), sum);
+            out
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let mut out = [0f32; 4];
+        for (l, o) in out.iter_mut().enumerate() {
+            let row = |b: usize, j: usize| {
+                img[b][l] * k[j * 4] + img[b + 1][l] * k[j * 4 + 1] + img[b + 2][l] * k[j * 4 + 2] + img[b + 3][l] * k[j * 4 + 3]
+            };
+            let mut sum = row(base, 0);
+            sum += row(base + w, 1);
+            sum += row(base + 2 * w, 2);
+            sum += row(base + 3 * w, 3);
+            *o = sum;
+        }
+        out
+    }
+}
+
+/// Inputs of one warp: the second image, its gradients, the first image and the flow.
+pub(crate) struct WarpIn<'a> {
+    /// I1, I1x, I1y interleaved per pixel (fourth lane unused).
+    pub packed: &'a [[f32; 4]],
+    pub i1: &'a [f32],
+    pub i1x: &'a [f32],
+    pub i1y: &'a [f32],
+    pub i0: &'a [f32],
+    pub u1: &'a [f32],
+    pub u2: &'a [f32],
+    pub w: usize,
+    pub h: usize,
+}
+
+/// Warps I1 and its gradients by the flow (OpenCV `buildFlowMap` + three
+/// `remap` calls) and computes |grad I1w|^2 and the constant part of rho
+/// (OpenCV `calcGradRho`) for rows `y0..y0 + rows`; outputs hold those rows.
+#[inline(always)]
+fn warp_rows_generic(a: &WarpIn<'_>, y0: usize, i1wx: &mut [f32], i1wy: &mut [f32], grad: &mut [f32], rho: &mut [f32]) {
+    let (w, h) = (a.w, a.h);
+    let tab = table();
+    let rows = i1wx.len() / w;
+    let (wu, hu) = ((w as u32).saturating_sub(3), (h as u32).saturating_sub(3));
+    for r in 0..rows {
+        let y = y0 + r;
+        let yf = y as f32;
+        for x in 0..w {
+            let i = y * w + x;
+            let t = tap(x as f32 + a.u1[i], yf + a.u2[i]);
+            let (vw, vx, vy) = if (t.sx as u32) < wu && (t.sy as u32) < hu {
+                let k = &tab[t.w as usize];
+                let base = t.sy as usize * w + t.sx as usize;
+                let v = interior3(a.packed, base, w, k);
+                (v[0], v[1], v[2])
+            } else {
+                (sample(a.i1, w, h, t, tab), sample(a.i1x, w, h, t, tab), sample(a.i1y, w, h, t, tab))
+            };
+            let j = r * w + x;
+            i1wx[j] = vx;
+            i1wy[j] = vy;
+            grad[j] = vx * vx + vy * vy;
+            rho[j] = vw - vx * a.u1[i] - vy * a.u2[i] - a.i0[i];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn warp_rows_avx512(a: &WarpIn<'_>, y0: usize, i1wx: &mut [f32], i1wy: &mut [f32], grad: &mut [f32], rho: &mut [f32]) {
+    warp_rows_generic(a, y0, i1wx, i1wy, grad, rho)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn warp_rows_avx2(a: &WarpIn<'_>, y0: usize, i1wx: &mut [f32], i1wy: &mut [f32], grad: &mut [f32], rho: &mut [f32]) {
+    warp_rows_generic(a, y0, i1wx, i1wy, grad, rho)
+}
+
+/// See [`warp_rows_generic`]; dispatched on the CPU's instruction set.
+pub(crate) fn warp_rows(a: &WarpIn<'_>, y0: usize, i1wx: &mut [f32], i1wy: &mut [f32], grad: &mut [f32], rho: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::cpu::has_avx512() {
+            // SAFETY: the CPU supports AVX-512F (checked at run time).
+            return unsafe { warp_rows_avx512(a, y0, i1wx, i1wy, grad, rho) };
+        }
+        if crate::cpu::has_avx2() {
+            // SAFETY: the CPU supports AVX2 (checked at run time).
+            return unsafe { warp_rows_avx2(a, y0, i1wx, i1wy, grad, rho) };
+        }
+    }
+    warp_rows_generic(a, y0, i1wx, i1wy, grad, rho)
 }
 
 #[cfg(test)]

@@ -1,0 +1,128 @@
+//! # mer-model: Off-TANet on candle
+//!
+//! Off-TANet (Optical-flow-feature Triplet Attention Net, PRICAI 2021) and the variants its
+//! ablations need, on `candle-core` / `candle-nn`, exact to the released PyTorch weights:
+//!
+//! - [`OffTaNet`]: the network. [`ModelConfig`] picks the [`Variant`] of the last block
+//!   (`res`, `cbam`, `sa`, `bot`, `ta`), the all-blocks-enhanced `all-ta`, and the number of
+//!   input channels (3 for `[u, v, strain]`, 2 for the no-strain and raw-image ablations).
+//! - Tensor names equal the reference state_dict keys: the reference `.pth` (a zip-format
+//!   PyTorch pickle) loads as it is ([`OffTaNet::load`]); safetensors round-trip with the
+//!   same names, BatchNorm statistics included ([`OffTaNet::save_safetensors`]).
+//! - [`OffTaNet::forward_t`] in training mode (batch statistics, running-statistics update,
+//!   dropout) or evaluation mode; [`OffTaNet::forward_with_taps`] also returns the attention
+//!   weights and maps ([`Taps`]).
+//! - [`Trainer`]: one step of cross-entropy and Adam (lr 1e-3, betas 0.9 / 0.999, eps 1e-8).
+//! - [`OffTaNet::summary`]: a torchstat-like table (output shapes, parameters, multiply-adds).
+//! - [`npy`]: a small `.npy` reader and writer.
+//!
+//! The crate depends on neither OpenCV nor the flow crate.
+//!
+//! ## Example
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use mer_model::{ModelConfig, OffTaNet, Trainer, Variant, CLASS_NAMES};
+//!
+//! let dev = Device::Cpu;
+//! let cfg = ModelConfig::new(Variant::Ta);
+//! let model = OffTaNet::random(&cfg, &dev)?;
+//! assert_eq!(model.num_params(), 59_403);
+//!
+//! let x = Tensor::randn(0f32, 1.0, (2, 3, 112, 112), &dev)?;
+//! let logits = model.forward_t(&x, false)?;
+//! assert_eq!(logits.dims(), &[2, 3]);
+//! let probs = candle_nn::ops::softmax(&logits, 1)?.to_vec2::<f32>()?;
+//! let best = probs[0].iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+//! println!("sample 0: {}", CLASS_NAMES[best]);
+//!
+//! let mut trainer = Trainer::new(model)?;
+//! let loss = trainer.step(&x, &Tensor::new(&[0u32, 2], &dev)?)?;
+//! assert!(loss.is_finite());
+//! # Ok::<(), mer_model::Error>(())
+//! ```
+//!
+//! ## Reference files
+//!
+//! Tests compare with the reference implementation's outputs under `../shared/reference`
+//! relative to the workspace root ([`reference_dir`], overridable with `MER_REFERENCE_DIR`).
+//! When the files are absent those tests print why and pass, except with `CI=true`, where
+//! they fail.
+
+mod attention;
+mod blocks;
+mod config;
+mod error;
+mod layers;
+mod net;
+pub mod npy;
+mod summary;
+mod train;
+
+/// The candle crates this one is built on, re-exported so that users name the same versions.
+pub use {candle_core, candle_nn};
+
+pub use attention::{
+    head_widths, positional_code, ChannelAttention, MultiHeadSelfAttention, SelfAttentionHead,
+    SpatialAttention,
+};
+pub use blocks::{Block, BotBlock, EnhancedBlock, Residual};
+pub use config::{ModelConfig, Variant, CLASS_NAMES, INPUT_SIZE};
+pub use error::{Error, Result};
+pub use layers::{
+    max_keepdim_first, max_pool2, relu, BatchNorm2d, Conv2d, Linear, BN_EPS, BN_MOMENTUM,
+};
+pub use net::{OffTaNet, Taps};
+pub use summary::{Summary, SummaryRow};
+pub use train::{AdamConfig, Trainer};
+
+/// The directory of the reference data: `$MER_REFERENCE_DIR`, else `../shared/reference`
+/// relative to the workspace root.
+pub fn reference_dir() -> std::path::PathBuf {
+    match std::env::var_os("MER_REFERENCE_DIR") {
+        Some(d) if !d.is_empty() => d.into(),
+        _ => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference"),
+    }
+}
+
+/// For tests: the reference directory if it holds `file`; otherwise prints why the test is
+/// skipped and returns `None`, or panics when `CI=true` (absence must fail in CI).
+#[cfg(test)]
+pub(crate) fn reference_or_skip(test: &str, file: &str) -> Option<std::path::PathBuf> {
+    let dir = reference_dir();
+    if dir.join(file).exists() {
+        return Some(dir);
+    }
+    let msg = format!(
+        "{test}: reference file {} not found",
+        dir.join(file).display()
+    );
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg} (CI=true: reference files are required)");
+    }
+    eprintln!("skipping {msg} (set MER_REFERENCE_DIR)");
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    /// Architecture invariant: the model crate depends on neither OpenCV nor the flow or data
+    /// crates, so that other crates can import it alone.
+    #[test]
+    fn depends_on_neither_opencv_nor_flow() {
+        let manifest = include_str!("../Cargo.toml");
+        let deps = manifest
+            .split("[dependencies]")
+            .nth(1)
+            .unwrap()
+            .split("\n[")
+            .next()
+            .unwrap();
+        for banned in ["opencv", "mer-flow", "mer-data", "mer-eval"] {
+            assert!(
+                !deps.contains(banned),
+                "mer-model must not depend on {banned}"
+            );
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! The network: stem, three residual stages, dense head; weights in and out.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+
+use crate::blocks::{Block, BlockTaps, BotBlock, EnhancedBlock, EnhancedSpec, Residual};
+use crate::layers::{relu, relu_summary, BatchNorm2d, Conv2d, Ctx, Entry, Linear};
+use crate::summary::{Summary, SummaryRow};
+use crate::{Error, ModelConfig, Result, Variant, INPUT_SIZE};
+
+/// Intermediate tensors of one forward pass (evaluation mode), for the paper's Fig. 5 and
+/// Table 5 and for locating mismatches against the reference layer by layer. The attention
+/// fields belong to the last block; a field is `None` when the variant lacks that part.
+#[derive(Debug, Clone, Default)]
+pub struct Taps {
+    /// After the stem (conv, ReLU, BN): `[N, 8, 56, 56]`.
+    pub stem: Option<Tensor>,
+    /// After the first residual stage: `[N, 18, 28, 28]`.
+    pub res1: Option<Tensor>,
+    /// After the second residual stage: `[N, 28, 14, 14]`.
+    pub res2: Option<Tensor>,
+    /// Last block, after its first conv + BN + ReLU: `[N, 28, 14, 14]`.
+    pub last_conv1: Option<Tensor>,
+    /// Channel-attention weights (after the sigmoid): `[N, 28, 1, 1]`.
+    pub channel_attention: Option<Tensor>,
+    /// Spatial-attention map (after the sigmoid): `[N, 1, 14, 14]`.
+    pub spatial_attention: Option<Tensor>,
+    /// Multi-head self-attention output: `[N, 28, 14, 14]` (`[N, 8, 14, 14]` for sa and bot).
+    pub self_attention: Option<Tensor>,
+    /// The softmax attention maps of every head channel, concatenated: `[N, 28, 14, 14]`.
+    pub self_attention_maps: Option<Tensor>,
+    /// Last block, after its second conv + BN + ReLU: `[N, 8, 14, 14]`.
+    pub last_conv2: Option<Tensor>,
+    /// After the last block: `[N, 8, 7, 7]`.
+    pub last_block: Option<Tensor>,
+}
+
+/// Off-TANet or one of its ablation variants.
+///
+/// Tensor names equal the reference PyTorch state_dict keys (`conv1.0.weight`,
+/// `res1.conv.1.running_mean`, `eres.sa.sa_blocks.0.w_q.bias`, `dense.6.weight`, ...).
+/// Variants absent from the reference code keep its naming scheme: the last block is always
+/// `eres`; `res` uses the residual names under it, `bot` has `eres.sa1` and `eres.sa2`;
+/// `all-ta` has enhanced blocks named `res1`, `res2`, `eres`.
+#[derive(Debug, Clone)]
+pub struct OffTaNet {
+    cfg: ModelConfig,
+    stem_conv: Conv2d,
+    stem_bn: BatchNorm2d,
+    blocks: Vec<Block>,
+    dense: [Linear; 3],
+    entries: Vec<Entry>,
+    dtype: DType,
+    device: Device,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::Param { name, .. } | Entry::BatchNorm { name, .. } => f.write_str(name),
+        }
+    }
+}
+
+const TA: EnhancedSpec = EnhancedSpec {
+    cbam: true,
+    mhsa: true,
+    conv2: true,
+};
+
+impl OffTaNet {
+    /// Builds the network from `vb`, whose paths are the reference state_dict keys.
+    ///
+    /// With a `VarMap`-backed builder the parameters are fresh trainable variables (PyTorch's
+    /// default initialisation) and the BatchNorm statistics start at 0 / 1; with a checkpoint
+    /// backed builder (`VarBuilder::from_pth`, safetensors) everything is read from it.
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let ctx = Ctx::new(vb);
+        let (dtype, device) = (ctx.dtype(), ctx.device().clone());
+        let stem = ctx.pp("conv1");
+        let stem_conv = Conv2d::new(&stem.pp(0), cfg.in_channels, 8, 7, 2, 3, true)?;
+        let stem_bn = BatchNorm2d::new(&stem.pp(2), 8)?;
+        let (res1, res2) = match cfg.variant {
+            Variant::AllTa => (
+                Block::Enhanced(EnhancedBlock::new(&ctx.pp("res1"), 8, 18, 56, TA)?),
+                Block::Enhanced(EnhancedBlock::new(&ctx.pp("res2"), 18, 28, 28, TA)?),
+            ),
+            _ => (
+                Block::Residual(Residual::new(&ctx.pp("res1"), 8, 18)?),
+                Block::Residual(Residual::new(&ctx.pp("res2"), 18, 28)?),
+            ),
+        };
+        let e = ctx.pp("eres");
+        let last = match cfg.variant {
+            Variant::Res => Block::Residual(Residual::new(&e, 28, 8)?),
+            Variant::Cbam => Block::Enhanced(EnhancedBlock::new(
+                &e,
+                28,
+                8,
+                14,
+                EnhancedSpec {
+                    cbam: true,
+                    mhsa: false,
+                    conv2: true,
+                },
+            )?),
+            Variant::Sa => Block::Enhanced(EnhancedBlock::new(
+                &e,
+                28,
+                8,
+                14,
+                EnhancedSpec {
+                    cbam: false,
+                    mhsa: true,
+                    conv2: false,
+                },
+            )?),
+            Variant::Bot => Block::Bot(BotBlock::new(&e, 28, 8, 14)?),
+            Variant::Ta | Variant::AllTa => Block::Enhanced(EnhancedBlock::new(&e, 28, 8, 14, TA)?),
+        };
+        let d = ctx.pp("dense");
+        let dense = [
+            Linear::new(&d.pp(0), 8 * 7 * 7, 64)?,
+            Linear::new(&d.pp(3), 64, 64)?,
+            Linear::new(&d.pp(6), 64, cfg.num_classes)?,
+        ];
+        let entries = ctx.reg.entries();
+        Ok(Self {
+            cfg: *cfg,
+            stem_conv,
+            stem_bn,
+            blocks: vec![res1, res2, last],
+            dense,
+            entries,
+            dtype,
+            device,
+        })
+    }
+
+    /// A network with fresh random weights (f32), trainable.
+    pub fn random(cfg: &ModelConfig, device: &Device) -> Result<Self> {
+        Self::random_with_dtype(cfg, DType::F32, device)
+    }
+
+    /// A network with fresh random weights of `dtype` (f64 for gradient checks), trainable.
+    pub fn random_with_dtype(cfg: &ModelConfig, dtype: DType, device: &Device) -> Result<Self> {
+        let varmap = VarMap::new();
+        Self::new(cfg, VarBuilder::from_varmap(&varmap, dtype, device))
+    }
+
+    /// A trainable f32 network with the weights of a `.pth` (PyTorch zip pickle of a
+    /// state_dict) or `.safetensors` file; see [`OffTaNet::load_file`].
+    pub fn load(cfg: &ModelConfig, path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let net = Self::random(cfg, device)?;
+        net.load_file(path)?;
+        Ok(net)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The device of the weights.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The float type of the weights.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Logits `[N, num_classes]` of `x` `[N, in_channels, 112, 112]`; `train` selects batch
+    /// statistics (and their running update) in BatchNorm and active dropout.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_impl(x, train, None)
+    }
+
+    /// Evaluation-mode logits plus the intermediate tensors.
+    pub fn forward_with_taps(&self, x: &Tensor) -> Result<(Tensor, Taps)> {
+        let mut taps = Taps::default();
+        let y = self.forward_impl(x, false, Some(&mut taps))?;
+        Ok((y, taps))
+    }
+
+    /// Checks that `x` is `[N, in_channels, 112, 112]`.
+    pub fn check_input(&self, x: &Tensor) -> Result<()> {
+        let d = x.dims();
+        if d.len() != 4 || d[1] != self.cfg.in_channels || d[2] != INPUT_SIZE || d[3] != INPUT_SIZE
+        {
+            return Err(Error::InputShape {
+                expected: format!("[N, {}, {INPUT_SIZE}, {INPUT_SIZE}]", self.cfg.in_channels),
+                found: d.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    fn forward_impl(&self, x: &Tensor, train: bool, mut taps: Option<&mut Taps>) -> Result<Tensor> {
+        self.check_input(x)?;
+        let x = if x.dtype() != self.dtype {
+            x.to_dtype(self.dtype)?
+        } else {
+            x.clone()
+        };
+        let mut h = self
+            .stem_bn
+            .forward_t(&relu(&self.stem_conv.forward(&x)?)?, train)?;
+        if let Some(t) = taps.as_deref_mut() {
+            t.stem = Some(h.clone());
+        }
+        let last = self.blocks.len() - 1;
+        let mut block_taps = BlockTaps::default();
+        for (i, b) in self.blocks.iter().enumerate() {
+            let bt = if i == last && taps.is_some() {
+                Some(&mut block_taps)
+            } else {
+                None
+            };
+            h = b.forward_t(&h, train, bt)?;
+            if let Some(t) = taps.as_deref_mut() {
+                match i {
+                    0 => t.res1 = Some(h.clone()),
+                    1 => t.res2 = Some(h.clone()),
+                    _ => t.last_block = Some(h.clone()),
+                }
+            }
+        }
+        if let Some(t) = taps {
+            t.last_conv1 = block_taps.conv1;
+            t.channel_attention = block_taps.ca;
+            t.spatial_attention = block_taps.spa;
+            t.self_attention = block_taps.sa;
+            t.self_attention_maps = block_taps.sa_maps;
+            t.last_conv2 = block_taps.conv2;
+        }
+        let p = self.cfg.dropout;
+        let mut h = h.flatten_from(1)?;
+        for (i, l) in self.dense.iter().enumerate() {
+            h = l.forward(&h)?;
+            if i < 2 {
+                h = relu(&h)?;
+                if train && p > 0.0 {
+                    h = candle_nn::ops::dropout(&h, p)?;
+                }
+            }
+        }
+        Ok(h)
+    }
+
+    /// Trainable parameters (state_dict name, tensor), in state_dict order.
+    pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Param { name, tensor } => Some((name.clone(), tensor.clone())),
+                Entry::BatchNorm { .. } => None,
+            })
+            .collect()
+    }
+
+    /// The trainable variables (empty for a network built from a read-only checkpoint
+    /// builder). BatchNorm running statistics are not among them.
+    pub fn trainable_vars(&self) -> Vec<Var> {
+        self.named_parameters()
+            .into_iter()
+            .filter(|(_, t)| t.is_variable())
+            .filter_map(|(_, t)| Var::from_tensor(&t).ok())
+            .collect()
+    }
+
+    /// Number of trainable parameter values (59,403 for `ta`).
+    pub fn num_params(&self) -> usize {
+        self.named_parameters()
+            .iter()
+            .map(|(_, t)| t.elem_count())
+            .sum()
+    }
+
+    /// The state dict as the reference stores it: parameters, and per BatchNorm
+    /// `running_mean`, `running_var` and an i64 scalar `num_batches_tracked`.
+    pub fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        for e in &self.entries {
+            match e {
+                Entry::Param { name, tensor } => out.push((name.clone(), tensor.detach())),
+                Entry::BatchNorm { name, stats } => {
+                    let s = stats.lock().unwrap_or_else(|e| e.into_inner());
+                    out.push((format!("{name}.running_mean"), s.running_mean.clone()));
+                    out.push((format!("{name}.running_var"), s.running_var.clone()));
+                    out.push((
+                        format!("{name}.num_batches_tracked"),
+                        Tensor::new(s.num_batches_tracked, &self.device)?,
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Expected (name, shape) of every state-dict tensor, `num_batches_tracked` excluded.
+    fn expected_keys(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::new();
+        for e in &self.entries {
+            match e {
+                Entry::Param { name, tensor } => out.push((name.clone(), tensor.dims().to_vec())),
+                Entry::BatchNorm { name, stats } => {
+                    let c = stats
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .running_mean
+                        .dims()
+                        .to_vec();
+                    out.push((format!("{name}.running_mean"), c.clone()));
+                    out.push((format!("{name}.running_var"), c));
+                }
+            }
+        }
+        out
+    }
+
+    /// Replaces all weights and BatchNorm statistics with `tensors` (state_dict names).
+    ///
+    /// Every expected tensor must be present with its shape; `num_batches_tracked` is
+    /// optional; unexpected keys are logged and ignored. `source` names the origin in errors.
+    pub fn load_state_dict(&self, tensors: &HashMap<String, Tensor>, source: &str) -> Result<()> {
+        let expected = self.expected_keys();
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|(k, _)| !tensors.contains_key(k))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let mut keys: Vec<&String> = tensors.keys().collect();
+            keys.sort();
+            let sample = keys
+                .iter()
+                .take(4)
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Error::MissingKeys {
+                source_name: source.to_string(),
+                missing,
+                expected_count: expected.len(),
+                found_count: tensors.len(),
+                found_sample: if keys.len() > 4 {
+                    format!("{sample}, ...")
+                } else {
+                    sample
+                },
+            });
+        }
+        for (k, shape) in &expected {
+            let found = tensors[k].dims();
+            if found != shape.as_slice() {
+                return Err(Error::ShapeMismatch {
+                    source_name: source.to_string(),
+                    key: k.clone(),
+                    expected: shape.clone(),
+                    found: found.to_vec(),
+                });
+            }
+        }
+        let get = |k: &str| -> Result<Tensor> {
+            Ok(tensors[k].to_device(&self.device)?.to_dtype(self.dtype)?)
+        };
+        for e in &self.entries {
+            match e {
+                Entry::Param { name, tensor } => {
+                    if !tensor.is_variable() {
+                        return Err(Error::Config(format!(
+                            "cannot load `{name}`: expected a network built on a VarMap (trainable), found read-only weights"
+                        )));
+                    }
+                    // A copy, so that a model's own state dict can be loaded back into it.
+                    Var::from_tensor(tensor)?.set(&get(name)?.copy()?)?;
+                }
+                Entry::BatchNorm { name, stats } => {
+                    let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+                    s.running_mean = get(&format!("{name}.running_mean"))?;
+                    s.running_var = get(&format!("{name}.running_var"))?;
+                    if let Some(t) = tensors.get(&format!("{name}.num_batches_tracked")) {
+                        s.num_batches_tracked = t
+                            .to_dtype(DType::I64)?
+                            .flatten_all()?
+                            .to_vec1::<i64>()?
+                            .first()
+                            .copied()
+                            .unwrap_or(0);
+                    }
+                }
+            }
+        }
+        let known: std::collections::HashSet<String> = self
+            .expected_keys()
+            .into_iter()
+            .map(|(k, _)| k)
+            .chain(self.entries.iter().filter_map(|e| match e {
+                Entry::BatchNorm { name, .. } => Some(format!("{name}.num_batches_tracked")),
+                Entry::Param { .. } => None,
+            }))
+            .collect();
+        let mut extra: Vec<&String> = tensors.keys().filter(|k| !known.contains(*k)).collect();
+        if !extra.is_empty() {
+            extra.sort();
+            tracing::warn!(source, ?extra, "ignoring tensors the model does not use");
+        }
+        tracing::debug!(source, tensors = expected.len(), "loaded weights");
+        Ok(())
+    }
+
+    /// Loads weights from a `.pth` (PyTorch zip pickle holding a state_dict) or a
+    /// `.safetensors` file, chosen by extension.
+    pub fn load_file(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let tensors: HashMap<String, Tensor> = match ext.as_str() {
+            "pth" | "pt" => candle_core::pickle::read_all(path)?.into_iter().collect(),
+            "safetensors" => candle_core::safetensors::load(path, &Device::Cpu)?,
+            _ => return Err(Error::WeightsFormat(path.to_path_buf())),
+        };
+        self.load_state_dict(&tensors, &path.display().to_string())
+    }
+
+    /// Saves the state dict (BatchNorm statistics included, `num_batches_tracked` as i64)
+    /// to a safetensors file.
+    pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
+        let map: HashMap<String, Tensor> = self.state_dict()?.into_iter().collect();
+        candle_core::safetensors::save(&map, path.as_ref())?;
+        Ok(())
+    }
+
+    /// The per-layer table (output shape, parameters, multiply-adds).
+    pub fn summary(&self) -> Summary {
+        let mut rows: Vec<SummaryRow> = Vec::new();
+        let x = [self.cfg.in_channels, INPUT_SIZE, INPUT_SIZE];
+        let h = self.stem_conv.summarize(x, &mut rows);
+        let h = relu_summary("conv1.1", h, &mut rows);
+        let mut h = self.stem_bn.summarize(h, &mut rows);
+        for b in &self.blocks {
+            h = b.summarize(h, &mut rows);
+        }
+        for (i, l) in self.dense.iter().enumerate() {
+            l.summarize(&mut rows);
+            if i < 2 {
+                let n = 64;
+                rows.push(
+                    SummaryRow::new_dims(
+                        &format!("dense.{}", 3 * i + 1),
+                        "ReLU",
+                        vec![n],
+                        0,
+                        n as u64,
+                    )
+                    .with_flops(n as u64),
+                );
+                rows.push(SummaryRow::new_dims(
+                    &format!("dense.{}", 3 * i + 2),
+                    "Dropout",
+                    vec![n],
+                    0,
+                    0,
+                ));
+            }
+        }
+        Summary {
+            variant: self.cfg.variant,
+            input_shape: x.to_vec(),
+            rows,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "net_tests.rs"]
+mod tests;
