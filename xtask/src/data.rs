@@ -83,7 +83,7 @@ pub struct FeaturesArgs {
 
 pub fn index(a: IndexArgs) -> Result<()> {
     let opts = IndexOptions { source: if a.raw { FrameSource::Raw } else { FrameSource::Cropped }, combined_list: a.list.clone() };
-    let idx = index_root(&a.root, &opts).with_context(|| format!("indexing {}", a.root.display()))?;
+    let idx = index_root(&a.root, &opts)?;
     for s in &idx.sources {
         println!(
             "found {} ({:?}): {} frames in {}",

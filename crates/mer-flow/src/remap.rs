@@ -176,25 +176,36 @@ fn warp_rows_generic(a: &WarpIn<'_>, y0: usize, i1wx: &mut [f32], i1wy: &mut [f3
     let tab = table();
     let rows = i1wx.len() / w;
     let (wu, hu) = ((w as u32).saturating_sub(3), (h as u32).saturating_sub(3));
+    let mut taps = vec![Tap::default(); w];
+    let mut vw = vec![0f32; w];
     for r in 0..rows {
         let y = y0 + r;
+        let o = y * w;
+        let (u1, u2, i0) = (&a.u1[o..o + w], &a.u2[o..o + w], &a.i0[o..o + w]);
+        // Pass 1 (vectorised): quantised taps of the row.
         let yf = y as f32;
+        for (x, t) in taps.iter_mut().enumerate() {
+            *t = tap(x as f32 + u1[x], yf + u2[x]);
+        }
+        // Pass 2: the 4x4 sums, three planes at once.
+        let (ox, oy) = (&mut i1wx[r * w..(r + 1) * w], &mut i1wy[r * w..(r + 1) * w]);
         for x in 0..w {
-            let i = y * w + x;
-            let t = tap(x as f32 + a.u1[i], yf + a.u2[i]);
-            let (vw, vx, vy) = if (t.sx as u32) < wu && (t.sy as u32) < hu {
-                let k = &tab[t.w as usize];
-                let base = t.sy as usize * w + t.sx as usize;
-                let v = interior3(a.packed, base, w, k);
-                (v[0], v[1], v[2])
+            let t = taps[x];
+            let v = if (t.sx as u32) < wu && (t.sy as u32) < hu {
+                interior3(a.packed, t.sy as usize * w + t.sx as usize, w, &tab[t.w as usize])
             } else {
-                (sample(a.i1, w, h, t, tab), sample(a.i1x, w, h, t, tab), sample(a.i1y, w, h, t, tab))
+                [sample(a.i1, w, h, t, tab), sample(a.i1x, w, h, t, tab), sample(a.i1y, w, h, t, tab), 0.0]
             };
-            let j = r * w + x;
-            i1wx[j] = vx;
-            i1wy[j] = vy;
-            grad[j] = vx * vx + vy * vy;
-            rho[j] = vw - vx * a.u1[i] - vy * a.u2[i] - a.i0[i];
+            vw[x] = v[0];
+            ox[x] = v[1];
+            oy[x] = v[2];
+        }
+        // Pass 3 (vectorised): |grad|^2 and the constant part of rho.
+        let (g, rh) = (&mut grad[r * w..(r + 1) * w], &mut rho[r * w..(r + 1) * w]);
+        let (ox, oy, vw) = (&ox[..w], &oy[..w], &vw[..w]);
+        for x in 0..w {
+            g[x] = ox[x] * ox[x] + oy[x] * oy[x];
+            rh[x] = vw[x] - ox[x] * u1[x] - oy[x] * u2[x] - i0[x];
         }
     }
 }
