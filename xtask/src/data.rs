@@ -6,7 +6,7 @@ use clap::Args;
 use mer_data::features::{ensure_features, FeatureCache, FeatureConfig};
 use mer_data::index::{index_root, FrameSource, IndexOptions};
 use mer_data::list::{compare_lists, format_comparison, format_counts, format_drop_summary, read_list, write_dropped, write_list};
-use mer_data::synth::{synthesize, SynthConfig, SYNTH_LIST};
+use mer_data::synth::{read_marker, synthesize, SynthConfig, SYNTH_LIST, SYNTH_VERSION};
 use mer_flow::strain::StrainFormula;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -123,6 +123,10 @@ pub fn synth(a: SynthArgs) -> Result<()> {
         seed: a.seed,
         ..SynthConfig::default()
     };
+    if let Some(r) = read_marker(&a.out).filter(|r| r.config == cfg && r.version == SYNTH_VERSION) {
+        println!("{}: already a complete synthetic database of this configuration ({} samples)", a.out.display(), r.samples);
+        return Ok(());
+    }
     let t = Instant::now();
     let r = synthesize(&a.out, &cfg).with_context(|| format!("writing the synthetic database to {}", a.out.display()))?;
     let [c1, sq, c2] = cfg.split();

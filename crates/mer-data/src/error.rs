@@ -8,12 +8,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file or folder could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file or folder.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (part of the message, not a separate source).
+        error: std::io::Error,
     },
     /// A workbook could not be opened or one of its sheets could not be read.
     #[error("workbook {}: {message}", path.display())]
@@ -52,12 +52,12 @@ pub enum Error {
         message: String,
     },
     /// An OpenCV call failed outside of reading a given file.
-    #[error("OpenCV, {context}: {source}")]
+    #[error("OpenCV, {context}: {error}")]
     OpenCv {
         /// What was being done.
         context: String,
         /// OpenCV's error.
-        source: opencv::Error,
+        error: opencv::Error,
     },
     /// A sample could not be processed (flow, missing frames, unknown sample).
     #[error("sample {sample}: {message}")]
@@ -90,14 +90,14 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        Error::Io { path: path.into(), error }
     }
     pub(crate) fn image(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Error::Image { path: path.into(), message: message.into() }
     }
     pub(crate) fn cv(context: impl Into<String>) -> impl FnOnce(opencv::Error) -> Self {
         let context = context.into();
-        move |source| Error::OpenCv { context, source }
+        move |error| Error::OpenCv { context, error }
     }
 }

@@ -17,6 +17,7 @@ use crate::util::{fnv1a64, write_atomic};
 use crate::{Error, Result};
 use mer_flow::strain::{optical_strain, StrainFormula};
 use mer_flow::{GrayImage, TvL1, TvL1Params};
+use opencv::core::MatTraitConst;
 use rayon::prelude::*;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
@@ -153,9 +154,13 @@ pub fn compute_features(onset: &Path, apex: &Path, cfg: &FeatureConfig, tvl1: &T
         None => (load_gray(onset, s)?, load_gray(apex, s)?),
         Some(fc) => {
             let (m0, m1) = (read_color(onset)?, read_color(apex)?);
-            let rect = fc.detect(&m0)?.ok_or_else(|| Error::image(onset, "no face found by the Haar cascade"))?;
+            // No face found: the frames are used whole (as if pre-cropped).
+            let rect = fc.detect(&m0)?.unwrap_or_else(|| {
+                tracing::warn!("{}: no face found by the Haar cascade; using the whole frame", onset.display());
+                opencv::core::Rect::new(0, 0, m0.cols(), m0.rows())
+            });
             let img = |p: &Path, e: Error| match e {
-                Error::OpenCv { context, source } => Error::image(p, format!("{context}: {source}")),
+                Error::OpenCv { context, error } => Error::image(p, format!("{context}: {error}")),
                 e => e,
             };
             let c0 = crop(&m0, rect).and_then(|m| to_gray(&m, s)).map_err(|e| img(onset, e))?;
@@ -173,6 +178,14 @@ pub fn compute_features(onset: &Path, apex: &Path, cfg: &FeatureConfig, tvl1: &T
     let mut frames = g0;
     frames.extend(g1);
     Ok(SampleFeatures { size: s, flow: uv, strain, frames })
+}
+
+/// Identifies the frames a sample's features come from: a hash of the onset and apex
+/// files' bytes (so a regenerated or replaced database is never served stale features).
+pub fn source_hash(onset: &Path, apex: &Path) -> Result<String> {
+    let a = std::fs::read(onset).map_err(|e| Error::io(onset, e))?;
+    let b = std::fs::read(apex).map_err(|e| Error::io(apex, e))?;
+    Ok(format!("{:016x}-{:016x}", fnv1a64(&a), fnv1a64(&b)))
 }
 
 /// What [`FeatureCache::ensure`] did.
@@ -228,6 +241,11 @@ impl FeatureCache {
     /// Reads and checks a sample's file: `Ok(None)` if absent, an error naming the file if
     /// it is corrupt or was made for another configuration, onset or apex.
     pub fn read(&self, m: &SampleMeta) -> Result<Option<SampleFeatures>> {
+        Ok(self.read_entry(m)?.map(|(f, _)| f))
+    }
+
+    /// [`FeatureCache::read`] and the hash of the source frames the file was made from.
+    fn read_entry(&self, m: &SampleMeta) -> Result<Option<(SampleFeatures, String)>> {
         let path = self.path_of(m);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -267,11 +285,12 @@ impl FeatureCache {
         if get("checksum")? != format!("{:016x}", f.checksum()) {
             return Err(err("checksum mismatch: the data is corrupt".into()));
         }
-        Ok(Some(f))
+        Ok(Some((f, get("source")?)))
     }
 
-    /// Writes a sample's file atomically.
-    pub fn write(&self, m: &SampleMeta, f: &SampleFeatures) -> Result<()> {
+    /// Writes a sample's file atomically; `source` identifies the frames it was made from
+    /// (see [`source_hash`]).
+    pub fn write(&self, m: &SampleMeta, f: &SampleFeatures, source: &str) -> Result<()> {
         let path = self.path_of(m);
         let s = f.size;
         let flow: Vec<u8> = f.flow.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -289,6 +308,7 @@ impl FeatureCache {
             ("apex", m.apex.to_string()),
             ("class", m.class.to_string()),
             ("checksum", format!("{:016x}", f.checksum())),
+            ("source", source.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -298,7 +318,7 @@ impl FeatureCache {
     }
 
     /// Computes (in parallel, with a progress bar) every sample whose file is missing,
-    /// stale or corrupt. Failing samples do not stop the others; the first failure is
+    /// corrupt, or stale (made from other frame files: their bytes are hashed). Failing samples do not stop the others; the first failure is
     /// returned after all were tried.
     pub fn ensure(&self, samples: &[IndexedSample]) -> Result<CacheReport> {
         self.check_size()?;
@@ -307,8 +327,14 @@ impl FeatureCache {
         let mut report = CacheReport::default();
         let mut todo = Vec::new();
         for s in samples {
-            match self.read(&s.meta) {
-                Ok(Some(_)) => report.reused += 1,
+            let source = source_hash(&s.onset_path, &s.apex_path).ok();
+            match self.read_entry(&s.meta) {
+                Ok(Some((_, src))) if Some(&src) == source.as_ref() => report.reused += 1,
+                Ok(Some(_)) => {
+                    tracing::info!("{}: made from other frames: recomputing", s.meta.id());
+                    report.repaired += 1;
+                    todo.push(s);
+                }
                 Ok(None) => todo.push(s),
                 Err(e) => {
                     tracing::warn!("{e}: recomputing");
@@ -336,7 +362,7 @@ impl FeatureCache {
                 || self.cfg.face_crop.as_ref().and_then(|c| FaceCropper::new(c).ok()),
                 |cropper, s| {
                     let r = compute_features(&s.onset_path, &s.apex_path, &self.cfg, &tvl1, cropper.as_mut())
-                        .and_then(|f| self.write(&s.meta, &f))
+                        .and_then(|f| self.write(&s.meta, &f, &source_hash(&s.onset_path, &s.apex_path)?))
                         .map_err(|e| Error::Sample { sample: s.meta.id(), message: e.to_string() });
                     pb.inc(1);
                     r
@@ -370,10 +396,6 @@ impl FeatureCache {
 /// Computes the missing features of `samples` (frames found by indexing `root`, with
 /// `list` as the sample list of a combined layout) into the cache at `cache_root`.
 pub fn ensure_features(root: &Path, samples: &[SampleMeta], list: Option<&Path>, cache: &FeatureCache) -> Result<CacheReport> {
-    let missing: Vec<&SampleMeta> = samples.iter().filter(|m| !matches!(cache.read(m), Ok(Some(_)))).collect();
-    if missing.is_empty() {
-        return Ok(CacheReport { reused: samples.len(), ..Default::default() });
-    }
     let opts = IndexOptions { combined_list: list.map(Path::to_path_buf), ..Default::default() };
     let idx = index_root(root, &opts)?;
     let by_key: HashMap<SampleKey, &IndexedSample> = idx.samples.iter().map(|s| (s.meta.key(), s)).collect();
@@ -416,6 +438,14 @@ pub fn load_features(root: &Path, list: &Path, cache_root: &Path, kind: InputKin
     ensure_features(root, &samples, Some(list), &cache)?;
     let data = cache.load(&samples, kind)?;
     Ok((samples, data))
+}
+
+/// The default synthetic database's features: generates the database at `db` if absent
+/// ([`crate::synth::ensure_default_synth`]), computes what the cache at `cache_root` lacks
+/// (default [`FeatureConfig`]), and returns its samples and inputs of `kind` ([N, C, 112, 112]).
+pub fn synthetic_features(db: &Path, cache_root: &Path, kind: InputKind) -> Result<(Vec<SampleMeta>, Vec<f32>)> {
+    crate::synth::ensure_default_synth(db)?;
+    load_features(db, &db.join(crate::synth::SYNTH_LIST), cache_root, kind, &FeatureConfig::default())
 }
 
 #[cfg(test)]

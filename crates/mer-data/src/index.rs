@@ -98,11 +98,10 @@ impl Index {
     }
     /// Sorts the samples and drops duplicates (the same dataset, subject and sample twice).
     fn finish(mut self) -> Self {
-        let mut seen: HashMap<SampleKey, usize> = HashMap::new();
+        let mut seen: std::collections::HashSet<SampleKey> = std::collections::HashSet::new();
         let mut kept = Vec::with_capacity(self.samples.len());
         for s in self.samples {
-            let key = s.meta.key();
-            if seen.contains_key(&key) {
+            if !seen.insert(s.meta.key()) {
                 self.dropped.push(Dropped {
                     dataset: s.meta.dataset,
                     subject: s.meta.subject.clone(),
@@ -110,7 +109,6 @@ impl Index {
                     reason: format!("duplicate: indexed twice, second copy in {}", s.dir.display()),
                 });
             } else {
-                seen.insert(key, kept.len());
                 kept.push(s);
             }
         }
@@ -321,15 +319,16 @@ fn index_header_sheet(sheet: &Sheet, spec: &HeaderSpec, frames_root: Option<&Pat
 /// Cropped frames: `Cropped/subNN/<Filename>/reg_<Filename>-<N>.jpg`.
 pub fn index_casme1(annotation: &Path, source: FrameSource) -> Result<Index> {
     let sheets = read_workbook(annotation)?;
-    let (root, prefix_of): (Option<PathBuf>, Box<dyn Fn(&str) -> String>) = match source {
-        FrameSource::Cropped => (find_beside(annotation, &["Cropped", "cropped"]), Box::new(|f: &str| format!("reg_{f}-"))),
+    let (root, reg) = match source {
+        FrameSource::Cropped => (find_beside(annotation, &["Cropped", "cropped"]), "reg_"),
         FrameSource::Raw => {
             let stem = annotation.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            (find_beside(annotation, &[stem.as_str(), "CASME_raw_selected"]), Box::new(|f: &str| format!("{f}-")))
+            (find_beside(annotation, &[stem.as_str(), "CASME_raw_selected"]), "")
         }
     };
+    let prefix_of = |f: &str| format!("{reg}{f}-");
     let missing = format!("no frame folder beside the annotation: {}", annotation.display());
-    let mut idx = index_header_sheet(&sheets[0], &CASME1_SPEC, root.as_deref(), &*prefix_of, &missing)?;
+    let mut idx = index_header_sheet(&sheets[0], &CASME1_SPEC, root.as_deref(), &prefix_of, &missing)?;
     idx.sources.push(Source { dataset: Dataset::Casme1, layout: Layout::Native, annotation: annotation.to_path_buf(), frames: root });
     Ok(idx)
 }

@@ -62,7 +62,7 @@ pub mod workbook;
 
 pub use error::{Error, Result};
 
-pub use features::{load_features, FeatureCache, FeatureConfig, InputKind};
+pub use features::{load_features, synthetic_features, FeatureCache, FeatureConfig, InputKind};
 pub use index::{index_root, Index, IndexOptions, IndexedSample};
 pub use list::{Class, Dataset, Dropped, SampleMeta};
 pub use synth::{ensure_default_synth, ensure_synth, synthesize, SynthConfig};

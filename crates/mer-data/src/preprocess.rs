@@ -43,7 +43,7 @@ pub fn to_gray(bgr: &Mat, size: usize) -> Result<Vec<u8>> {
 pub fn load_gray(path: &Path, size: usize) -> Result<Vec<u8>> {
     let m = read_color(path)?;
     to_gray(&m, size).map_err(|e| match e {
-        Error::OpenCv { context, source } => Error::image(path, format!("{context}: {source}")),
+        Error::OpenCv { context, error } => Error::image(path, format!("{context}: {error}")),
         e => e,
     })
 }

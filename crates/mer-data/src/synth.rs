@@ -217,10 +217,7 @@ impl Face {
             * (0.6 * value_noise(u * 7.0, v * 7.0, self.seed)
                 + 0.4 * value_noise(u * 19.0, v * 19.0, self.seed ^ 0xABCD)
                 + 0.25 * value_noise(u * 41.0, v * 41.0, self.seed ^ 0x1234));
-        let mut skin = [0.0; 3];
-        for k in 0..3 {
-            skin[k] = self.skin[k] * lit + tex;
-        }
+        let skin = self.skin.map(|c| c * lit + tex);
         // neck below the face
         let neck = smooth_edge(u.abs() - 0.55, px) * smooth_edge(-(v - 0.6), px);
         c = mix(c, [skin[0] * 0.85, skin[1] * 0.85, skin[2] * 0.85], neck);
@@ -754,7 +751,7 @@ fn write_database(root: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
             }
             Dataset::Casme2 => {
                 // the subject as a number in some rows and as text in others (both releases)
-                let subject = if subject_number % 2 == 0 { Value::Text(format!("{subject_number:02}")) } else { subject_number.into() };
+                let subject = if subject_number.is_multiple_of(2) { Value::Text(format!("{subject_number:02}")) } else { subject_number.into() };
                 c2[0].rows.push(row(&[
                     subject,
                     m.sample.as_str().into(),

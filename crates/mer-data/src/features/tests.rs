@@ -78,6 +78,13 @@ fn cache_resumes_detects_corruption_and_loads() {
     assert_eq!(cache.ensure(&idx.samples).unwrap(), CacheReport { computed: 3, reused: 3, repaired: 2 });
     let (_, again) = load_features(&root, &list, &cache_root, InputKind::Flow3, &cfg).unwrap();
     assert_eq!(again, x);
+    // replaced frames (a regenerated database) make the file stale
+    let s4 = &idx.samples[4];
+    assert_eq!(s4.meta, samples[4]);
+    std::fs::copy(&s4.onset_path, &s4.apex_path).unwrap();
+    assert_eq!(cache.ensure(&idx.samples).unwrap(), CacheReport { computed: 1, reused: 5, repaired: 1 });
+    let f4 = cache.read(&samples[4]).unwrap().unwrap();
+    assert!(f4.flow.iter().all(|&x| x.abs() < 1e-3), "identical frames give zero flow");
     // a list whose onset differs from the file's is stale for that sample
     let mut other = samples[0].clone();
     other.onset += 1;
@@ -142,4 +149,24 @@ fn synthetic_motion_is_seen_by_the_flow() {
         assert!((0.2..=4.0).contains(&p99), "{peaks:?}");
         assert!(median < p99, "{peaks:?}");
     }
+}
+
+#[test]
+fn face_crop_path_runs() {
+    let cascade = Path::new(crate::preprocess::DEFAULT_CASCADE);
+    if !cascade.is_file() {
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{} missing (install opencv-data)", cascade.display());
+        eprintln!("skipped: {} missing (install opencv-data)", cascade.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = tiny_db(dir.path());
+    let idx = index_root(&root, &IndexOptions::default()).unwrap();
+    let s = &idx.samples[0];
+    let cfg = FeatureConfig { face_crop: Some(cascade.to_path_buf()), ..FeatureConfig::default() };
+    let tvl1 = TvL1::new(cfg.tvl1.clone()).unwrap();
+    let mut fc = FaceCropper::new(cascade).unwrap();
+    let f = compute_features(&s.onset_path, &s.apex_path, &cfg, &tvl1, Some(&mut fc)).unwrap();
+    assert_eq!(f.flow.len(), 2 * 112 * 112);
+    assert_ne!(cfg.key(), FeatureConfig::default().key());
 }
