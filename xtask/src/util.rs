@@ -25,32 +25,14 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
 }
 
 /// Reads an 8-bit image as OpenCV does (colour), optionally resizes it to
-/// `size` x `size` (bicubic), then converts it to gray (`COLOR_BGR2GRAY`).
+/// `size` x `size` (bicubic), then converts it to gray (`COLOR_BGR2GRAY`): the
+/// data crate's preprocessing.
 pub fn load_gray(path: &std::path::Path, size: Option<usize>) -> anyhow::Result<mer_flow::GrayImage> {
-    use anyhow::Context;
-    use opencv::{core, imgcodecs, imgproc, prelude::*};
-    let p = path.to_str().with_context(|| format!("{}: path is not UTF-8", path.display()))?;
-    if !path.is_file() {
-        anyhow::bail!("{}: no such image file", path.display());
-    }
-    let img = imgcodecs::imread(p, imgcodecs::IMREAD_COLOR).with_context(|| format!("{}: unreadable image", path.display()))?;
-    if img.empty() {
-        anyhow::bail!("{}: not an image OpenCV can read", path.display());
-    }
-    if img.depth() != core::CV_8U {
-        anyhow::bail!("{}: expected an 8-bit image, found OpenCV depth {}", path.display(), img.depth());
-    }
-    let img = match size {
-        Some(n) => {
-            let mut r = core::Mat::default();
-            imgproc::resize(&img, &mut r, core::Size::new(n as i32, n as i32), 0.0, 0.0, imgproc::INTER_CUBIC)?;
-            r
-        }
-        None => img,
+    use mer_data::preprocess::{read_color, to_gray, to_gray_native};
+    let bgr = read_color(path)?;
+    let (w, h, px) = match size {
+        Some(n) => (n, n, to_gray(&bgr, n)?),
+        None => to_gray_native(&bgr)?,
     };
-    let mut g = core::Mat::default();
-    imgproc::cvt_color_def(&img, &mut g, imgproc::COLOR_BGR2GRAY)?;
-    let (w, h) = (g.cols() as usize, g.rows() as usize);
-    let g = if g.is_continuous() { g } else { g.try_clone()? };
-    Ok(mer_flow::GrayImage::from_u8(w, h, g.data_bytes()?)?)
+    Ok(mer_flow::GrayImage::from_u8(w, h, &px)?)
 }

@@ -39,6 +39,15 @@ pub fn to_gray(bgr: &Mat, size: usize) -> Result<Vec<u8>> {
     Ok(bytes.to_vec())
 }
 
+/// BGR to 8-bit gray at the image's own size: `(width, height, row-major bytes)`.
+pub fn to_gray_native(bgr: &Mat) -> Result<(usize, usize, Vec<u8>)> {
+    let mut gray = Mat::default();
+    imgproc::cvt_color_def(bgr, &mut gray, imgproc::COLOR_BGR2GRAY).map_err(Error::cv("BGR2GRAY"))?;
+    let (w, h) = (gray.cols() as usize, gray.rows() as usize);
+    let bytes = gray.data_bytes().map_err(Error::cv("reading gray pixels"))?;
+    Ok((w, h, bytes.to_vec()))
+}
+
 /// A frame as the network sees it: colour read, bicubic resize to `size`, gray.
 pub fn load_gray(path: &Path, size: usize) -> Result<Vec<u8>> {
     let m = read_color(path)?;

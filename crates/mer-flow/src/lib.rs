@@ -38,6 +38,8 @@
 //! ```
 
 mod cpu;
+pub mod cuda;
+mod device;
 mod error;
 mod image;
 pub mod io;
@@ -46,8 +48,11 @@ mod median;
 mod remap;
 mod resize;
 pub mod strain;
+#[doc(hidden)]
+pub mod testing;
 mod tvl1;
 
+pub use device::Device;
 pub use error::{Error, Result};
 pub use image::{Flow, GrayImage};
 pub use tvl1::{TvL1, TvL1Params, Workspace};

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite with all its set-up, on a fresh Debian/Ubuntu machine:
+# system packages (scripts/setup.sh), the NVRTC runtime from PyPI (so the
+# CUDA kernels' compile checks run without a CUDA toolkit or GPU), then the
+# workspace tests and the `cuda` feature's tests (the GPU test skips, saying
+# why, where there is no GPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+if ! python3 -c 'import nvidia.cuda_nvrtc' 2>/dev/null; then
+    python3 -m pip install --quiet --root-user-action=ignore nvidia-cuda-nvrtc-cu12
+fi
+nvrtc_lib="$(python3 -c 'import nvidia.cuda_nvrtc as m; print(list(m.__path__)[0])')/lib"
+export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+cargo test --workspace
+cargo test -p mer-flow --features cuda --test cuda_nvrtc --test cuda_gpu
