@@ -109,3 +109,10 @@ pub fn dual_update(u: &[f32], pa: &mut [f32], pb: &mut [f32], w: usize, h: usize
         }
     }
 }
+
+/// OpenCV's `centeredGradient` of a plane, as the CPU path: `(d/dx, d/dy)`.
+pub fn centered_gradient(src: &[f32], w: usize, h: usize) -> (Vec<f32>, Vec<f32>) {
+    let (mut dx, mut dy) = (vec![0f32; w * h], vec![0f32; w * h]);
+    crate::tvl1::centered_gradient(src, w, h, &mut dx, &mut dy);
+    (dx, dy)
+}

@@ -421,7 +421,7 @@ fn median_plane(src: &[f32], w: usize, h: usize, k: usize, dst: &mut [f32], row:
 }
 
 /// OpenCV's `centeredGradient`: central differences, half one-sided ones at the border.
-fn centered_gradient(src: &[f32], w: usize, h: usize, dx: &mut [f32], dy: &mut [f32]) {
+pub(crate) fn centered_gradient(src: &[f32], w: usize, h: usize, dx: &mut [f32], dy: &mut [f32]) {
     let at = |x: usize, y: usize| src[y * w + x];
     for y in 0..h {
         for x in 0..w {

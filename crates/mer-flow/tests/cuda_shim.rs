@@ -200,22 +200,6 @@ fn resize_step_matches_cpu() {
     }
 }
 
-/// OpenCV's centeredGradient, written out (tvl1.rs keeps its own private).
-fn centered_gradient(s: &[f32], w: usize, h: usize) -> (Vec<f32>, Vec<f32>) {
-    let at = |x: usize, y: usize| s[y * w + x];
-    let mut dx = vec![0f32; w * h];
-    let mut dy = vec![0f32; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            let gx = if x == 0 { at(1, y) - at(0, y) } else if x == w - 1 { at(x, y) - at(x - 1, y) } else { at(x + 1, y) - at(x - 1, y) };
-            let gy = if y == 0 { at(x, 1) - at(x, 0) } else if y == h - 1 { at(x, y) - at(x, y - 1) } else { at(x, y + 1) - at(x, y - 1) };
-            dx[y * w + x] = 0.5 * gx;
-            dy[y * w + x] = 0.5 * gy;
-        }
-    }
-    (dx, dy)
-}
-
 #[test]
 fn gradient_step_matches_cpu() {
     let mut r = Lcg(2);
@@ -227,7 +211,7 @@ fn gradient_step_matches_cpu() {
         .unwrap();
     let (mut ex, mut ey) = (Vec::new(), Vec::new());
     for b in 0..nb {
-        let (x, y) = centered_gradient(&src[b * n..(b + 1) * n], w, h);
+        let (x, y) = testing::centered_gradient(&src[b * n..(b + 1) * n], w, h);
         ex.extend(x);
         ey.extend(y);
     }
@@ -246,7 +230,7 @@ fn warp_step_matches_cpu() {
         let mut i1x = Vec::new();
         let mut i1y = Vec::new();
         for b in 0..nb {
-            let (x, y) = centered_gradient(&i1[b * n..(b + 1) * n], w, h);
+            let (x, y) = testing::centered_gradient(&i1[b * n..(b + 1) * n], w, h);
             i1x.extend(x);
             i1y.extend(y);
         }
