@@ -37,7 +37,7 @@ pub enum BenchCmd {
         /// Model variant.
         #[arg(long, default_value = "ta")]
         variant: String,
-        /// Timed training steps per round (after one warm-up round).
+        /// Timed training steps per round (after two warm-up steps).
         #[arg(long, default_value_t = 4)]
         steps: usize,
         /// Rounds; ours and PyTorch alternate round by round.
@@ -112,7 +112,10 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
-    anyhow::ensure!(a.batch >= 1 && a.steps >= 1 && a.rounds >= 1, "--batch, --steps and --rounds must be at least 1");
+    anyhow::ensure!(
+        a.batch >= 1 && a.steps >= 1 && a.rounds >= 1,
+        "--batch, --steps and --rounds must be at least 1"
+    );
     let variant: Variant = a.variant.parse()?;
     let threads = match a.threads {
         Some(n) => n,
@@ -137,7 +140,13 @@ fn train(a: TrainArgs) -> Result<()> {
     let mut peer = if a.no_pytorch {
         None
     } else {
-        Peer::start(&a.python, variant, a.batch, pool_threads.max(threads), a.inference)?
+        Peer::start(
+            &a.python,
+            variant,
+            a.batch,
+            pool_threads.max(threads),
+            a.inference,
+        )?
     };
     if a.mode == Mode::Folds && peer.is_some() {
         println!("note: the PyTorch peer runs one process with {threads} threads (its own intra-op parallelism)");
@@ -166,9 +175,19 @@ fn train(a: TrainArgs) -> Result<()> {
             let hs: Vec<_> = benches
                 .iter_mut()
                 .zip(&pools)
-                .map(|(b, p)| s.spawn(move || p.install(|| (0..steps).map(|_| b.time(train)).collect::<Result<Vec<f64>>>())))
+                .map(|(b, p)| {
+                    s.spawn(move || {
+                        p.install(|| {
+                            (0..steps)
+                                .map(|_| b.time(train))
+                                .collect::<Result<Vec<f64>>>()
+                        })
+                    })
+                })
                 .collect();
-            hs.into_iter().map(|h| h.join().expect("bench thread panicked")).collect()
+            hs.into_iter()
+                .map(|h| h.join().expect("bench thread panicked"))
+                .collect()
         });
         let mut per_step = Vec::new();
         for r in results {
@@ -192,14 +211,22 @@ fn train(a: TrainArgs) -> Result<()> {
         }
     }
 
-    let (mut ours_t, mut ours_i, mut py_t, mut py_i) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ours_t, mut ours_i, mut py_t, mut py_i) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in 0..a.rounds {
         let t = run_ours(&mut benches, a.steps, true)?;
         ours_t.extend(&t);
-        let mut line = format!("round {}: ours {:.1} samples/s", r + 1, a.batch as f64 / median(&mut t.clone()));
+        let mut line = format!(
+            "round {}: ours {:.1} samples/s",
+            r + 1,
+            a.batch as f64 / median(&mut t.clone())
+        );
         if let Some(p) = peer.as_mut() {
             let t = p.run(a.steps, true)?;
-            line += &format!(", pytorch {:.1} samples/s", a.batch as f64 / median(&mut t.clone()));
+            line += &format!(
+                ", pytorch {:.1} samples/s",
+                a.batch as f64 / median(&mut t.clone())
+            );
             py_t.extend(t);
         }
         if a.inference {
@@ -230,7 +257,10 @@ fn train(a: TrainArgs) -> Result<()> {
         println!("pytorch: {py:.1} samples/s");
         println!("ratio: ours/pytorch = {:.2}", ours / py);
     } else if !a.no_pytorch {
-        println!("pytorch: not installed (`{} -c \"import torch\"` failed), not compared", a.python);
+        println!(
+            "pytorch: not installed (`{} -c \"import torch\"` failed), not compared",
+            a.python
+        );
     }
     println!("ours: {ours:.1} samples/s");
     Ok(())
@@ -280,7 +310,13 @@ struct Peer {
 }
 
 impl Peer {
-    fn start(python: &str, variant: Variant, batch: usize, threads: usize, _inference: bool) -> Result<Option<Self>> {
+    fn start(
+        python: &str,
+        variant: Variant,
+        batch: usize,
+        threads: usize,
+        _inference: bool,
+    ) -> Result<Option<Self>> {
         let ok = Command::new(python)
             .args(["-c", "import torch"])
             .stdout(Stdio::null())
@@ -312,7 +348,11 @@ impl Peer {
         stdin.write_all(PYTORCH_SCRIPT.as_bytes())?;
         stdin.write_all(b"\n__MAIN__\n")?;
         stdin.flush()?;
-        let mut p = Self { child, stdin, stdout };
+        let mut p = Self {
+            child,
+            stdin,
+            stdout,
+        };
         let hello = p.line()?;
         if !hello.starts_with("ready") {
             bail!("PyTorch peer: expected `ready`, found `{hello}`");
@@ -331,11 +371,18 @@ impl Peer {
 
     /// Seconds of each of `steps` training steps (or inference forwards).
     fn run(&mut self, steps: usize, train: bool) -> Result<Vec<f64>> {
-        writeln!(self.stdin, "{} {steps}", if train { "train" } else { "infer" })?;
+        writeln!(
+            self.stdin,
+            "{} {steps}",
+            if train { "train" } else { "infer" }
+        )?;
         self.stdin.flush()?;
         let l = self.line()?;
         l.split_whitespace()
-            .map(|t| t.parse::<f64>().with_context(|| format!("PyTorch peer said `{l}`")))
+            .map(|t| {
+                t.parse::<f64>()
+                    .with_context(|| format!("PyTorch peer said `{l}`"))
+            })
             .collect()
     }
 

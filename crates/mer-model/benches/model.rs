@@ -28,6 +28,10 @@ fn bench(c: &mut Criterion) {
     g.bench_function("train_step_b64_cpu", |b| {
         b.iter(|| trainer.step(&x, &labels).unwrap())
     });
+    // The same step on candle's own ops (the straight port), for the before/after ratio.
+    g.bench_function("train_step_b64_cpu_plain_candle", |b| {
+        b.iter(|| mer_model::with_plain_ops(|| trainer.step(&x, &labels).unwrap()))
+    });
     g.finish();
 }
 

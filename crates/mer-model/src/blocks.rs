@@ -4,7 +4,7 @@
 use candle_core::Tensor;
 
 use crate::attention::{head_widths, ChannelAttention, MultiHeadSelfAttention, SpatialAttention};
-use crate::layers::{max_pool2, pool_summary, relu, relu_summary, BatchNorm2d, Conv2d, Ctx};
+use crate::layers::{max_pool2_sum, pool_summary, relu_summary, BatchNorm2d, Conv2d, Ctx};
 use crate::summary::{Chw, SummaryRow};
 use crate::Result;
 
@@ -38,7 +38,7 @@ impl ConvBnRelu {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        relu(&self.bn.forward_t(&self.conv.forward(x)?, train)?)
+        self.bn.forward_t_relu(&self.conv.forward(x)?, train)
     }
 
     fn summarize(&self, x: Chw, rows: &mut Vec<SummaryRow>) -> Chw {
@@ -71,7 +71,7 @@ impl Residual {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let h = self.b.forward_t(&self.a.forward_t(x, train)?, train)?;
-        max_pool2(&(h + self.botneck.forward(x)?)?)
+        max_pool2_sum(&h, &self.botneck.forward(x)?)
     }
 
     fn summarize(&self, x: Chw, rows: &mut Vec<SummaryRow>) -> Chw {
@@ -192,7 +192,7 @@ impl EnhancedBlock {
                 t.conv2 = Some(h.clone());
             }
         }
-        max_pool2(&(h + self.botneck.forward(x)?)?)
+        max_pool2_sum(&h, &self.botneck.forward(x)?)
     }
 
     fn summarize(&self, x: Chw, rows: &mut Vec<SummaryRow>) -> Chw {
@@ -243,7 +243,7 @@ impl BotBlock {
             t.sa = Some(h.clone());
             t.sa_maps = Some(maps);
         }
-        max_pool2(&(h + self.botneck.forward(x)?)?)
+        max_pool2_sum(&h, &self.botneck.forward(x)?)
     }
 
     fn summarize(&self, x: Chw, rows: &mut Vec<SummaryRow>) -> Chw {

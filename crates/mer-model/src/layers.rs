@@ -9,8 +9,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Init, VarBuilder};
 
+use crate::kernels;
 use crate::summary::{Chw, SummaryRow};
 use crate::Result;
+
+fn to_f64_vec(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+}
 
 /// BatchNorm epsilon (PyTorch's default).
 pub const BN_EPS: f64 = 1e-5;
@@ -148,6 +153,35 @@ impl Conv2d {
 
     /// `[N, cin, H, W] -> [N, cout, H', W']`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_fused(x, false)
+    }
+
+    /// The convolution followed by ReLU (one fused kernel on the CPU).
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_fused(x, true)
+    }
+
+    fn forward_fused(&self, x: &Tensor, relu_after: bool) -> Result<Tensor> {
+        if kernels::usable(x) && x.dtype() == self.weight.dtype() && !kernels::disabled() {
+            return Ok(kernels::conv2d(
+                x,
+                &self.weight,
+                self.bias.as_ref(),
+                self.stride,
+                self.padding,
+                relu_after,
+            )?);
+        }
+        let y = self.forward_plain(x)?;
+        if relu_after {
+            relu(&y)
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// The plain candle graph of the convolution (reference for the fast kernel).
+    pub(crate) fn forward_plain(&self, x: &Tensor) -> Result<Tensor> {
         let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
         match &self.bias {
             Some(b) => Ok(y.broadcast_add(&b.reshape((1, (), 1, 1))?)?),
@@ -266,6 +300,48 @@ impl BatchNorm2d {
 
     /// Normalises `x`; in training mode also updates the running statistics.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_fused(x, train, false)
+    }
+
+    /// BatchNorm followed by ReLU (one fused kernel on the CPU).
+    pub fn forward_t_relu(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_fused(x, train, true)
+    }
+
+    fn forward_fused(&self, x: &Tensor, train: bool, relu_after: bool) -> Result<Tensor> {
+        if !(kernels::usable(x) && x.dtype() == self.weight.dtype() && !kernels::disabled()) {
+            let y = self.forward_plain(x, train)?;
+            return if relu_after { relu(&y) } else { Ok(y) };
+        }
+        let (n, c, h, w) = x.dims4()?;
+        let running = if train {
+            None
+        } else {
+            let s = self.stats();
+            Some((to_f64_vec(&s.running_mean)?, to_f64_vec(&s.running_var)?))
+        };
+        let (y, batch) =
+            kernels::batch_norm(x, &self.weight, &self.bias, BN_EPS, relu_after, running)?;
+        if let Some(b) = batch {
+            let count = (n * h * w) as f64;
+            let mut s = self.stats();
+            let m = BN_MOMENTUM;
+            let (rm, rv) = (to_f64_vec(&s.running_mean)?, to_f64_vec(&s.running_var)?);
+            let bessel = count / (count - 1.0).max(1.0);
+            let rm: Vec<f64> = (0..c).map(|i| (1.0 - m) * rm[i] + m * b.mean[i]).collect();
+            let rv: Vec<f64> = (0..c)
+                .map(|i| (1.0 - m) * rv[i] + m * b.var[i] * bessel)
+                .collect();
+            let (dt, dev) = (s.running_mean.dtype(), s.running_mean.device().clone());
+            s.running_mean = Tensor::from_vec(rm, c, &dev)?.to_dtype(dt)?;
+            s.running_var = Tensor::from_vec(rv, c, &dev)?.to_dtype(dt)?;
+            s.num_batches_tracked += 1;
+        }
+        Ok(y)
+    }
+
+    /// The plain candle graph (reference for the fast kernel).
+    pub(crate) fn forward_plain(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = self.weight.elem_count();
         let w = self.weight.reshape((1, c, 1, 1))?;
         let b = self.bias.reshape((1, c, 1, 1))?;
@@ -363,6 +439,23 @@ impl Linear {
 /// (candle 0.11's `max_pool2d` backward scales it by 1/4, and a plain `max` reduction gives
 /// every tied element the full gradient, which flat regions of flow features make common).
 pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
+    if kernels::usable(x) && !kernels::disabled() {
+        return Ok(kernels::max_pool2(x, None)?);
+    }
+    max_pool2_plain(x)
+}
+
+/// Max pool 2x2 of `a + b` (the residual join), one fused kernel on the CPU.
+pub(crate) fn max_pool2_sum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if kernels::usable(a) && a.dtype() == b.dtype() && a.dims() == b.dims() && !kernels::disabled()
+    {
+        return Ok(kernels::max_pool2(a, Some(b))?);
+    }
+    max_pool2_plain(&(a + b)?)
+}
+
+/// The plain candle graph of [`max_pool2`] (reference for the fast kernel).
+pub(crate) fn max_pool2_plain(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let (ho, wo) = (h / 2, w / 2);
     let x = if h % 2 == 1 || w % 2 == 1 {

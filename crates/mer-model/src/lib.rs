@@ -18,6 +18,20 @@
 //!
 //! The crate depends on neither OpenCV nor the flow crate.
 //!
+//! ## Speed
+//!
+//! On the CPU (f32 and f64) the convolutions, BatchNorm (+ ReLU) and the residual max pool
+//! run as fused custom candle ops with their own backward passes (`kernels.rs`):
+//! convolution as per-sample im2col + `gemm` (AVX-512 where the CPU has it), the input
+//! gradient of a stride-1 convolution as a convolution with the flipped kernel, no input
+//! gradient for the network input, samples split across the rayon pool. They are the
+//! default path of [`OffTaNet::forward_t`] and [`Trainer::step`]; the tensors, `Var`s,
+//! safetensors I/O and the optimizer stay candle's. Tests compare every op and every
+//! variant's gradients with the plain candle graph, which [`with_plain_ops`] (or
+//! `MER_MODEL_PLAIN=1`) selects. [`tune_allocator`] keeps freed buffers in the process.
+//! `PERFORMANCE.md` has the measurements and profiles; `cargo xtask bench train` measures
+//! ours against PyTorch.
+//!
 //! ## Example
 //!
 //! ```
@@ -53,6 +67,7 @@ mod attention;
 mod blocks;
 mod config;
 mod error;
+mod kernels;
 mod layers;
 mod net;
 pub mod npy;
@@ -69,6 +84,7 @@ pub use attention::{
 pub use blocks::{Block, BotBlock, EnhancedBlock, Residual};
 pub use config::{ModelConfig, Variant, CLASS_NAMES, INPUT_SIZE};
 pub use error::{Error, Result};
+pub use kernels::{tune_allocator, with_plain_ops};
 pub use layers::{
     max_keepdim_first, max_pool2, relu, BatchNorm2d, Conv2d, Linear, BN_EPS, BN_MOMENTUM,
 };

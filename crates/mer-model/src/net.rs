@@ -203,6 +203,7 @@ impl OffTaNet {
 
     fn forward_impl(&self, x: &Tensor, train: bool, mut taps: Option<&mut Taps>) -> Result<Tensor> {
         self.check_input(x)?;
+        crate::kernels::tune_allocator();
         let x = if x.dtype() != self.dtype {
             x.to_dtype(self.dtype)?
         } else {
@@ -210,7 +211,7 @@ impl OffTaNet {
         };
         let mut h = self
             .stem_bn
-            .forward_t(&relu(&self.stem_conv.forward(&x)?)?, train)?;
+            .forward_t(&self.stem_conv.forward_relu(&x)?, train)?;
         if let Some(t) = taps.as_deref_mut() {
             t.stem = Some(h.clone());
         }

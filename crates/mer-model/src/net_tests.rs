@@ -368,3 +368,77 @@ fn gradients_match_finite_differences_bot() {
 fn gradients_match_finite_differences_all_ta() {
     gradient_check(Variant::AllTa);
 }
+
+/// The fast kernels (the default path) against the plain candle graph, whole network, every
+/// variant, f64, training mode: logits, every parameter gradient and the running statistics.
+#[test]
+fn fast_kernels_equal_the_plain_candle_graph_for_every_variant() {
+    let dev = Device::Cpu;
+    for variant in Variant::ALL {
+        let cfg = ModelConfig::new(variant).with_dropout(0.0);
+        let net = OffTaNet::random_with_dtype(&cfg, DType::F64, &dev).unwrap();
+        let x = Tensor::randn(0f64, 1.0, (3, 3, 112, 112), &dev).unwrap();
+        let labels = Tensor::new(&[0u32, 2, 1], &dev).unwrap();
+        let run = || {
+            let logits = net.forward_t(&x, true).unwrap();
+            let loss = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
+            let g = loss.backward().unwrap();
+            let eval = net.forward_t(&x, false).unwrap();
+            (logits, g, eval)
+        };
+        let sd0: HashMap<String, Tensor> = net.state_dict().unwrap().into_iter().collect();
+        let (lf, gf, ef) = run();
+        let sd_fast: HashMap<String, Tensor> = net.state_dict().unwrap().into_iter().collect();
+        net.load_state_dict(&sd0, "before").unwrap();
+        let (lp, gp, ep) = crate::kernels::with_plain_ops(run);
+        let sd_plain: HashMap<String, Tensor> = net.state_dict().unwrap().into_iter().collect();
+        // Relative to the largest entry, with an absolute floor: a conv bias before a
+        // training-mode BatchNorm has an exactly-zero gradient, computed as rounding noise.
+        let rel = |a: &Tensor, b: &Tensor| {
+            let m = b
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            let d = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            d / (m + 1e-6)
+        };
+        assert!(rel(&lf, &lp) < 1e-6, "{variant}: logits");
+        assert!(rel(&ef, &ep) < 1e-6, "{variant}: evaluation logits");
+        for (name, t) in net.named_parameters() {
+            match (gf.get(&t), gp.get(&t)) {
+                (Some(a), Some(b)) => {
+                    let e = rel(a, b);
+                    assert!(
+                        e < 1e-6,
+                        "{variant}: gradient of {name} differs by {e:e} (relative)"
+                    );
+                }
+                (None, None) => {}
+                (a, b) => panic!(
+                    "{variant}: gradient of {name}: fast {}, plain {}",
+                    a.is_some(),
+                    b.is_some()
+                ),
+            }
+        }
+        for (k, v) in &sd_plain {
+            assert!(
+                rel(
+                    &sd_fast[k].to_dtype(DType::F64).unwrap(),
+                    &v.to_dtype(DType::F64).unwrap()
+                ) < 1e-6,
+                "{variant}: {k}"
+            );
+        }
+    }
+}

@@ -46,6 +46,7 @@ impl Trainer {
 
     /// A trainer with the given Adam settings.
     pub fn with_config(model: OffTaNet, cfg: AdamConfig) -> Result<Self> {
+        crate::kernels::tune_allocator();
         let vars = model.trainable_vars();
         if vars.is_empty() {
             return Err(Error::Config(
