@@ -1,0 +1,99 @@
+//! The crate's error type.
+
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong between features and a report.
+///
+/// Errors about files name the file; errors about data name the row, fold or sample.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or folder could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A JSON file could not be parsed or written.
+    #[error("{}: {message}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// An experiments file is malformed or inconsistent.
+    #[error("experiments file {}: {message}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A predictions CSV is malformed.
+    #[error("{}, line {line}: {message}", path.display())]
+    Csv {
+        /// The CSV file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The data crate failed (indexing, synthetic database, features).
+    #[error(transparent)]
+    Data(#[from] mer_data::Error),
+    /// The model crate failed (building, training, weights).
+    #[error(transparent)]
+    Model(#[from] mer_model::Error),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] mer_model::candle_core::Error),
+    /// A plot could not be drawn or written.
+    #[error("plot {}: {message}", path.display())]
+    Plot {
+        /// The PNG file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A run folder does not match the requested run (another data list or schedule).
+    #[error("run folder {}: {message}", path.display())]
+    RunMismatch {
+        /// The run folder.
+        path: PathBuf,
+        /// What differs.
+        message: String,
+    },
+    /// An argument is out of range or inconsistent.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// The run was asked to stop early (`stop_after_folds`); finished folds are kept.
+    #[error("stopped after {0} newly finished folds as asked; rerun to resume")]
+    Stopped(usize),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+    pub(crate) fn json(path: impl AsRef<Path>, message: impl ToString) -> Self {
+        Error::Json {
+            path: path.as_ref().to_path_buf(),
+            message: message.to_string(),
+        }
+    }
+    pub(crate) fn plot(path: impl AsRef<Path>, message: impl ToString) -> Self {
+        Error::Plot {
+            path: path.as_ref().to_path_buf(),
+            message: message.to_string(),
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Training one LOSO fold: seeded initialisation, the reference's loop (Adam, step decay,
+//! reshuffled mini-batches, cross-entropy) and evaluation of the left-out subject at the
+//! observation epochs.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use mer_model::candle_core::{Device, Tensor};
+use mer_model::{AdamConfig, ModelConfig, OffTaNet, Trainer};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Schedule;
+use crate::loso::Fold;
+use crate::metrics::scores;
+use crate::rng::SplitMix64;
+use crate::Result;
+
+/// A network whose weights are drawn from `SplitMix64(seed, stream)` with PyTorch's default
+/// initialisation (conv and linear weights and biases `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`,
+/// BatchNorm weight 1 and bias 0, running statistics 0 and 1), so that the initial weights
+/// are a function of the seed (candle's CPU generator cannot be seeded).
+pub fn seeded_model(cfg: &ModelConfig, seed: u64, stream: &[u64]) -> Result<OffTaNet> {
+    let dev = Device::Cpu;
+    let net = OffTaNet::random(cfg, &dev)?;
+    let params: HashMap<String, Tensor> = net.named_parameters().into_iter().collect();
+    let fan_in = |dims: &[usize]| dims[1..].iter().product::<usize>();
+    let mut rng = SplitMix64::new(seed, stream);
+    let mut state = HashMap::new();
+    for (name, t) in net.state_dict()? {
+        let bound = params.get(&name).and_then(|p| {
+            if p.dims().len() >= 2 {
+                Some(fan_in(p.dims()))
+            } else {
+                // A bias takes its weight's fan-in; BatchNorm's 1-D weight and bias keep
+                // their constant initial values.
+                let w = name.strip_suffix("bias").map(|s| format!("{s}weight"))?;
+                params
+                    .get(&w)
+                    .filter(|w| w.dims().len() >= 2)
+                    .map(|w| fan_in(w.dims()))
+            }
+        });
+        let t = match bound {
+            Some(f) => {
+                let b = 1.0 / (f as f64).sqrt();
+                let v: Vec<f32> = (0..t.elem_count())
+                    .map(|_| ((rng.f64() * 2.0 - 1.0) * b) as f32)
+                    .collect();
+                Tensor::from_vec(v, t.dims(), &dev)?
+            }
+            None => t,
+        };
+        state.insert(name, t);
+    }
+    net.load_state_dict(&state, "seeded initialisation")?;
+    Ok(net)
+}
+
+/// Class predictions (argmax of the evaluation-mode logits) of `x` `[N, C, 112, 112]`.
+pub fn predict(model: &OffTaNet, x: &Tensor) -> Result<Vec<usize>> {
+    let n = x.dims()[0];
+    let mut out = Vec::with_capacity(n);
+    let mut start = 0;
+    while start < n {
+        let len = (n - start).min(64);
+        let logits = model.forward_t(&x.narrow(0, start, len)?, false)?;
+        out.extend(
+            logits
+                .argmax(1)?
+                .to_vec1::<u32>()?
+                .into_iter()
+                .map(|p| p as usize),
+        );
+        start += len;
+    }
+    Ok(out)
+}
+
+/// The test-fold evaluation after one observation epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// The epoch (0-based) after which the model was evaluated.
+    pub epoch: usize,
+    /// Predicted classes of the fold's test samples.
+    pub pred: Vec<usize>,
+    /// The fold's UAR at this epoch.
+    pub uar: f64,
+    /// The fold's UF1 at this epoch.
+    pub uf1: f64,
+}
+
+/// Everything a finished fold leaves on disk (as JSON), enough to recompute every metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoldRecord {
+    /// The experiment's name.
+    pub experiment: String,
+    /// Hash of everything that determines the result (experiment, schedule, seed, data
+    /// list): a resumed run only reuses folds with the same fingerprint.
+    pub fingerprint: String,
+    /// 1-based fold number.
+    pub fold: usize,
+    /// The left-out subject's database.
+    pub dataset: String,
+    /// The left-out subject.
+    pub subject: String,
+    /// Training samples.
+    pub n_train: usize,
+    /// Test samples (`dataset/subject/sample`), in list order.
+    pub test_samples: Vec<String>,
+    /// Their true classes.
+    pub truth: Vec<usize>,
+    /// The observations, by epoch.
+    pub observations: Vec<Observation>,
+    /// Mean training loss of every epoch.
+    pub train_loss: Vec<f32>,
+    /// Wall time of the fold (seconds).
+    pub seconds: f64,
+    /// Threads the fold's tensor operations used.
+    pub threads: usize,
+}
+
+impl FoldRecord {
+    /// The observation of `epoch`.
+    pub fn at(&self, epoch: usize) -> Option<&Observation> {
+        self.observations.iter().find(|o| o.epoch == epoch)
+    }
+}
+
+/// What to train on a fold.
+#[derive(Debug, Clone)]
+pub struct FoldJob<'a> {
+    /// The experiment's name.
+    pub experiment: &'a str,
+    /// The fingerprint recorded in the fold's file.
+    pub fingerprint: &'a str,
+    /// The network.
+    pub model: ModelConfig,
+    /// The schedule.
+    pub schedule: &'a Schedule,
+    /// The seed.
+    pub seed: u64,
+    /// The fold.
+    pub fold: &'a Fold,
+    /// All samples' inputs `[N, C, 112, 112]`.
+    pub x: &'a Tensor,
+    /// All samples' classes.
+    pub labels: &'a [usize],
+    /// All samples' ids (`dataset/subject/sample`).
+    pub ids: &'a [String],
+}
+
+/// Trains a fresh seeded network on the fold's training samples with the schedule and
+/// evaluates it on the test samples after every observation epoch. `on_epoch(e)` is called
+/// after each epoch. Returns the record and the final network.
+///
+/// Initial weights and batch order are functions of `(seed, fold)` (and the epoch), the
+/// same for every experiment; dropout masks come from candle's unseeded generator.
+pub fn train_fold(
+    job: &FoldJob,
+    on_epoch: &(dyn Fn(usize) + Sync),
+) -> Result<(FoldRecord, OffTaNet)> {
+    let t0 = Instant::now();
+    let s = job.schedule;
+    let dev = Device::Cpu;
+    let f = job.fold.number as u64;
+    let model = seeded_model(&job.model, job.seed, &[f, 0])?;
+    let mut trainer = Trainer::with_config(
+        model,
+        AdamConfig {
+            lr: s.lr,
+            ..AdamConfig::default()
+        },
+    )?;
+    let test_idx: Vec<u32> = job.fold.test.iter().map(|&i| i as u32).collect();
+    let x_test = job
+        .x
+        .index_select(&Tensor::new(test_idx.as_slice(), &dev)?, 0)?;
+    let truth: Vec<usize> = job.fold.test.iter().map(|&i| job.labels[i]).collect();
+    let observe = s.observation_epochs();
+    let mut observations = Vec::with_capacity(observe.len());
+    let mut train_loss = Vec::with_capacity(s.epochs);
+    for epoch in 0..s.epochs {
+        trainer.set_lr(s.lr_at(epoch));
+        let mut order = job.fold.train.clone();
+        SplitMix64::new(job.seed, &[f, 1, epoch as u64]).shuffle(&mut order);
+        let (mut sum, mut count) = (0f64, 0usize);
+        for batch in order.chunks(s.batch_size) {
+            let idx: Vec<u32> = batch.iter().map(|&i| i as u32).collect();
+            let y: Vec<u32> = batch.iter().map(|&i| job.labels[i] as u32).collect();
+            let xb = job.x.index_select(&Tensor::new(idx.as_slice(), &dev)?, 0)?;
+            let loss = trainer.step(&xb, &Tensor::new(y.as_slice(), &dev)?)?;
+            sum += loss as f64 * batch.len() as f64;
+            count += batch.len();
+        }
+        train_loss.push((sum / count.max(1) as f64) as f32);
+        if observe.contains(&epoch) {
+            let pred = predict(trainer.model(), &x_test)?;
+            let sc = scores(&truth, &pred);
+            observations.push(Observation {
+                epoch,
+                pred,
+                uar: sc.uar,
+                uf1: sc.uf1,
+            });
+        }
+        on_epoch(epoch);
+    }
+    let record = FoldRecord {
+        experiment: job.experiment.to_string(),
+        fingerprint: job.fingerprint.to_string(),
+        fold: job.fold.number,
+        dataset: job.fold.dataset.clone(),
+        subject: job.fold.subject.clone(),
+        n_train: job.fold.train.len(),
+        test_samples: job.fold.test.iter().map(|&i| job.ids[i].clone()).collect(),
+        truth,
+        observations,
+        train_loss,
+        seconds: t0.elapsed().as_secs_f64(),
+        threads: rayon::current_num_threads(),
+    };
+    Ok((record, trainer.into_model()))
+}
+
+/// Training speed (samples per second) of a fresh network of `cfg` on random inputs: one
+/// warm-up step, then `steps` timed steps of `batch` samples, on the current rayon pool.
+pub fn measure_speed(cfg: &ModelConfig, batch: usize, steps: usize) -> Result<f64> {
+    let dev = Device::Cpu;
+    let mut t = Trainer::new(OffTaNet::random(cfg, &dev)?)?;
+    let x = Tensor::randn(0f32, 1.0, (batch, cfg.in_channels, 112, 112), &dev)?;
+    let y: Vec<u32> = (0..batch as u32).map(|i| i % 3).collect();
+    let y = Tensor::new(y.as_slice(), &dev)?;
+    t.step(&x, &y)?;
+    let t0 = Instant::now();
+    for _ in 0..steps {
+        t.step(&x, &y)?;
+    }
+    Ok((batch * steps) as f64 / t0.elapsed().as_secs_f64().max(1e-9))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mer_model::Variant;
+
+    #[test]
+    fn seeded_initialisation_is_reproducible_and_torch_like() {
+        let cfg = ModelConfig::new(Variant::Ta);
+        let a = seeded_model(&cfg, 5, &[1]).unwrap().state_dict().unwrap();
+        let b = seeded_model(&cfg, 5, &[1]).unwrap().state_dict().unwrap();
+        let c = seeded_model(&cfg, 5, &[2]).unwrap().state_dict().unwrap();
+        let get = |sd: &Vec<(String, Tensor)>, k: &str| {
+            sd.iter()
+                .find(|(n, _)| n == k)
+                .unwrap()
+                .1
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        for k in ["conv1.0.weight", "conv1.0.bias", "dense.6.weight"] {
+            assert_eq!(get(&a, k), get(&b, k), "{k}");
+            assert_ne!(get(&a, k), get(&c, k), "{k}");
+        }
+        // Stem conv: fan-in 3*7*7 = 147; bias shares the bound.
+        let bound = 1.0 / 147f32.sqrt();
+        for k in ["conv1.0.weight", "conv1.0.bias"] {
+            let v = get(&a, k);
+            assert!(v.iter().all(|x| x.abs() <= bound), "{k}");
+            assert!(v.iter().any(|x| x.abs() > 0.5 * bound), "{k}");
+        }
+        // BatchNorm constants are untouched.
+        assert!(get(&a, "conv1.2.weight").iter().all(|&x| x == 1.0));
+        assert!(get(&a, "conv1.2.bias").iter().all(|&x| x == 0.0));
+    }
+}
