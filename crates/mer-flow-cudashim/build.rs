@@ -5,7 +5,10 @@ fn main() {
     let cuda = "../mer-flow/cuda";
     println!("cargo:rerun-if-changed={cuda}");
     for entry in std::fs::read_dir(cuda).expect("crates/mer-flow/cuda exists") {
-        println!("cargo:rerun-if-changed={}", entry.expect("readable dir").path().display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            entry.expect("readable dir").path().display()
+        );
     }
     println!("cargo:rerun-if-changed=shim/shim.cpp");
     println!("cargo:rerun-if-changed=shim/cuda_shim.h");

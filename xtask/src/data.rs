@@ -5,7 +5,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use mer_data::features::{ensure_features, FeatureCache, FeatureConfig};
 use mer_data::index::{index_root, FrameSource, IndexOptions};
-use mer_data::list::{compare_lists, format_comparison, format_counts, format_drop_summary, read_list, write_dropped, write_list};
+use mer_data::list::{
+    compare_lists, format_comparison, format_counts, format_drop_summary, read_list, write_dropped,
+    write_list,
+};
 use mer_data::synth::{read_marker, synthesize, SynthConfig, SYNTH_LIST, SYNTH_VERSION};
 use mer_flow::strain::StrainFormula;
 use std::path::PathBuf;
@@ -82,7 +85,14 @@ pub struct FeaturesArgs {
 }
 
 pub fn index(a: IndexArgs) -> Result<()> {
-    let opts = IndexOptions { source: if a.raw { FrameSource::Raw } else { FrameSource::Cropped }, combined_list: a.list.clone() };
+    let opts = IndexOptions {
+        source: if a.raw {
+            FrameSource::Raw
+        } else {
+            FrameSource::Cropped
+        },
+        combined_list: a.list.clone(),
+    };
     let idx = index_root(&a.root, &opts)?;
     for s in &idx.sources {
         println!(
@@ -90,7 +100,9 @@ pub fn index(a: IndexArgs) -> Result<()> {
             s.dataset,
             s.layout,
             s.annotation.display(),
-            s.frames.as_ref().map_or("(no frame folder)".into(), |f| f.display().to_string())
+            s.frames
+                .as_ref()
+                .map_or("(no frame folder)".into(), |f| f.display().to_string())
         );
     }
     let list = idx.list();
@@ -99,7 +111,11 @@ pub fn index(a: IndexArgs) -> Result<()> {
     write_dropped(&dropped_path, &idx.dropped)?;
     println!("\n{} samples -> {}", list.len(), a.out.display());
     print!("{}", format_counts(&list));
-    println!("\n{} dropped -> {}", idx.dropped.len(), dropped_path.display());
+    println!(
+        "\n{} dropped -> {}",
+        idx.dropped.len(),
+        dropped_path.display()
+    );
     print!("{}", format_drop_summary(&idx.dropped));
     for d in &idx.dropped {
         println!("  {d}");
@@ -124,11 +140,16 @@ pub fn synth(a: SynthArgs) -> Result<()> {
         ..SynthConfig::default()
     };
     if let Some(r) = read_marker(&a.out).filter(|r| r.config == cfg && r.version == SYNTH_VERSION) {
-        println!("{}: already a complete synthetic database of this configuration ({} samples)", a.out.display(), r.samples);
+        println!(
+            "{}: already a complete synthetic database of this configuration ({} samples)",
+            a.out.display(),
+            r.samples
+        );
         return Ok(());
     }
     let t = Instant::now();
-    let r = synthesize(&a.out, &cfg).with_context(|| format!("writing the synthetic database to {}", a.out.display()))?;
+    let r = synthesize(&a.out, &cfg)
+        .with_context(|| format!("writing the synthetic database to {}", a.out.display()))?;
     let [c1, sq, c2] = cfg.split();
     println!(
         "{}: {} samples ({} + {} + {} subjects in casme1, casme^2, casme2), {} images, {} annotation rows to drop, in {:.1} s",
@@ -148,7 +169,11 @@ pub fn synth(a: SynthArgs) -> Result<()> {
 
 pub fn features(a: FeaturesArgs) -> Result<()> {
     util::set_threads(a.threads)?;
-    let cfg = FeatureConfig { strain: a.strain_formula, face_crop: a.face_cascade.clone(), ..FeatureConfig::default() };
+    let cfg = FeatureConfig {
+        strain: a.strain_formula,
+        face_crop: a.face_cascade.clone(),
+        ..FeatureConfig::default()
+    };
     let samples = read_list(&a.list)?;
     let cache = FeatureCache::new(&a.out, cfg);
     let t = Instant::now();

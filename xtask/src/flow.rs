@@ -48,12 +48,31 @@ pub fn run(a: FlowArgs) -> Result<ExitCode> {
     match &a.pairs {
         Some(list) => run_pairs(&a, list, &tvl1),
         None => {
-            let (prev, next, out) = (a.prev.as_ref().unwrap(), a.next.as_ref().unwrap(), a.out.as_ref().unwrap());
-            let job = Job { line: 0, prev: prev.clone(), next: next.clone(), out: out.clone(), strain: a.strain.clone() };
+            let (prev, next, out) = (
+                a.prev.as_ref().unwrap(),
+                a.next.as_ref().unwrap(),
+                a.out.as_ref().unwrap(),
+            );
+            let job = Job {
+                line: 0,
+                prev: prev.clone(),
+                next: next.clone(),
+                out: out.clone(),
+                strain: a.strain.clone(),
+            };
             let flow = job.run(&tvl1, &mut Workspace::default(), &a, true)?;
-            let mean = flow.data().chunks_exact(2).map(|c| f64::from(c[0]).hypot(f64::from(c[1]))).sum::<f64>()
+            let mean = flow
+                .data()
+                .chunks_exact(2)
+                .map(|c| f64::from(c[0]).hypot(f64::from(c[1])))
+                .sum::<f64>()
                 / (flow.width() * flow.height()) as f64;
-            println!("{}: {}x{} flow, mean magnitude {mean:.4} px", out.display(), flow.width(), flow.height());
+            println!(
+                "{}: {}x{} flow, mean magnitude {mean:.4} px",
+                out.display(),
+                flow.width(),
+                flow.height()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -72,7 +91,11 @@ impl Job {
         let i0 = util::load_gray(&self.prev, a.size)?;
         let i1 = util::load_gray(&self.next, a.size)?;
         let mut flow = Flow::zeros(1, 1)?;
-        let tv = if whole_pool { tvl1.clone() } else { tvl1.clone().with_parallel_from(usize::MAX) };
+        let tv = if whole_pool {
+            tvl1.clone()
+        } else {
+            tvl1.clone().with_parallel_from(usize::MAX)
+        };
         tv.compute_into(ws, &i0, &i1, None, &mut flow)
             .with_context(|| format!("{} -> {}", self.prev.display(), self.next.display()))?;
         write_flow(&self.out, &flow)?;
@@ -103,10 +126,17 @@ fn parse_pairs(list: &Path) -> Result<(Vec<Job>, Vec<(usize, String)>)> {
         .flexible(true)
         .from_path(list)
         .with_context(|| format!("reading {}", list.display()))?;
-    let headers = rdr.headers().with_context(|| format!("{}: reading the header", list.display()))?.clone();
+    let headers = rdr
+        .headers()
+        .with_context(|| format!("{}: reading the header", list.display()))?
+        .clone();
     let col = |name: &str| headers.iter().position(|h| h == name);
     let (Some(ip), Some(in_), Some(io_)) = (col("prev"), col("next"), col("out")) else {
-        bail!("{}: line 1: header must name the columns prev,next,out; found {:?}", list.display(), headers.iter().collect::<Vec<_>>());
+        bail!(
+            "{}: line 1: header must name the columns prev,next,out; found {:?}",
+            list.display(),
+            headers.iter().collect::<Vec<_>>()
+        );
     };
     let is_ = col("strain");
     let base = list.parent().unwrap_or(Path::new("."));
@@ -140,7 +170,13 @@ fn parse_pairs(list: &Path) -> Result<(Vec<Job>, Vec<(usize, String)>)> {
                 out: PathBuf::from(o),
                 strain: is_.and_then(get).map(PathBuf::from),
             }),
-            _ => bad.push((line, format!("expected prev,next,out; found {:?}", rec.iter().collect::<Vec<_>>()))),
+            _ => bad.push((
+                line,
+                format!(
+                    "expected prev,next,out; found {:?}",
+                    rec.iter().collect::<Vec<_>>()
+                ),
+            )),
         }
     }
     Ok((jobs, bad))
@@ -149,9 +185,11 @@ fn parse_pairs(list: &Path) -> Result<(Vec<Job>, Vec<(usize, String)>)> {
 fn run_pairs(a: &FlowArgs, list: &Path, tvl1: &TvL1) -> Result<ExitCode> {
     let (jobs, mut bad) = parse_pairs(list)?;
     let pb = ProgressBar::new(jobs.len() as u64).with_style(
-        ProgressStyle::with_template("{spinner} flow [{bar:40}] {pos}/{len} pairs, {per_sec}, ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} flow [{bar:40}] {pos}/{len} pairs, {per_sec}, ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     let failed: Vec<(usize, String)> = jobs
         .par_iter()
@@ -169,6 +207,14 @@ fn run_pairs(a: &FlowArgs, list: &Path, tvl1: &TvL1) -> Result<ExitCode> {
     for (line, e) in &bad {
         eprintln!("{}: line {line}: {e}", list.display());
     }
-    println!("{done} of {} pairs written; {} failed", done + bad.len(), bad.len());
-    Ok(if bad.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!(
+        "{done} of {} pairs written; {} failed",
+        done + bad.len(),
+        bad.len()
+    );
+    Ok(if bad.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

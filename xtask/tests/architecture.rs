@@ -5,11 +5,26 @@ use std::process::Command;
 /// The crates in the normal (non-dev, non-build) dependency tree of `package`.
 fn normal_deps(package: &str) -> Vec<String> {
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "--offline", "-e", "normal", "--prefix", "none", "--format", "{p}", "-p", package])
+        .args([
+            "tree",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+            "-p",
+            package,
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo tree runs");
-    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -19,15 +34,30 @@ fn normal_deps(package: &str) -> Vec<String> {
 
 fn check(package: &str, forbidden: &[&str]) {
     let deps = normal_deps(package);
-    assert!(deps.iter().any(|d| d == package), "{package} not in its own tree: {deps:?}");
+    assert!(
+        deps.iter().any(|d| d == package),
+        "{package} not in its own tree: {deps:?}"
+    );
     for f in forbidden {
-        assert!(!deps.iter().any(|d| d == f), "{package} must not depend on {f}; its tree: {deps:?}");
+        assert!(
+            !deps.iter().any(|d| d == f),
+            "{package} must not depend on {f}; its tree: {deps:?}"
+        );
     }
 }
 
 #[test]
 fn flow_crate_is_free_of_opencv_and_candle() {
-    check("mer-flow", &["opencv", "candle-core", "candle-nn", "mer-model", "mer-data"]);
+    check(
+        "mer-flow",
+        &[
+            "opencv",
+            "candle-core",
+            "candle-nn",
+            "mer-model",
+            "mer-data",
+        ],
+    );
 }
 
 #[test]

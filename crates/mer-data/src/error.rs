@@ -91,10 +91,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
-        Error::Io { path: path.into(), error }
+        Error::Io {
+            path: path.into(),
+            error,
+        }
     }
     pub(crate) fn image(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Image { path: path.into(), message: message.into() }
+        Error::Image {
+            path: path.into(),
+            message: message.into(),
+        }
     }
     pub(crate) fn cv(context: impl Into<String>) -> impl FnOnce(opencv::Error) -> Self {
         let context = context.into();

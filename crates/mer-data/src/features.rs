@@ -39,7 +39,11 @@ pub enum InputKind {
 
 impl InputKind {
     /// All kinds.
-    pub const ALL: [InputKind; 3] = [InputKind::Flow3, InputKind::FlowNoStrain, InputKind::RawImages];
+    pub const ALL: [InputKind; 3] = [
+        InputKind::Flow3,
+        InputKind::FlowNoStrain,
+        InputKind::RawImages,
+    ];
     /// Channels of the kind.
     pub fn channels(self) -> usize {
         match self {
@@ -60,7 +64,10 @@ impl InputKind {
 impl std::str::FromStr for InputKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| format!("unknown input kind `{s}`: flow3, flow-no-strain or raw-images"))
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown input kind `{s}`: flow3, flow-no-strain or raw-images"))
     }
 }
 
@@ -80,7 +87,12 @@ pub struct FeatureConfig {
 
 impl Default for FeatureConfig {
     fn default() -> Self {
-        FeatureConfig { tvl1: TvL1Params::default(), strain: StrainFormula::Paper, size: FEATURE_SIZE, face_crop: None }
+        FeatureConfig {
+            tvl1: TvL1Params::default(),
+            strain: StrainFormula::Paper,
+            size: FEATURE_SIZE,
+            face_crop: None,
+        }
     }
 }
 
@@ -118,7 +130,11 @@ impl SampleFeatures {
     /// Writes the channels of `kind` into `out` ([C, size, size]).
     pub fn write_input(&self, kind: InputKind, out: &mut [f32]) {
         let n = self.size * self.size;
-        assert_eq!(out.len(), kind.channels() * n, "output slice has the wrong length");
+        assert_eq!(
+            out.len(),
+            kind.channels() * n,
+            "output slice has the wrong length"
+        );
         match kind {
             InputKind::Flow3 => {
                 out[..2 * n].copy_from_slice(&self.flow);
@@ -139,7 +155,8 @@ impl SampleFeatures {
         v
     }
     fn checksum(&self) -> u64 {
-        let mut bytes = Vec::with_capacity(self.flow.len() * 4 + self.strain.len() * 4 + self.frames.len());
+        let mut bytes =
+            Vec::with_capacity(self.flow.len() * 4 + self.strain.len() * 4 + self.frames.len());
         bytes.extend(self.flow.iter().flat_map(|x| x.to_le_bytes()));
         bytes.extend(self.strain.iter().flat_map(|x| x.to_le_bytes()));
         bytes.extend_from_slice(&self.frames);
@@ -148,7 +165,13 @@ impl SampleFeatures {
 }
 
 /// Computes a sample's features from its onset and apex frame files.
-pub fn compute_features(onset: &Path, apex: &Path, cfg: &FeatureConfig, tvl1: &TvL1, cropper: Option<&mut FaceCropper>) -> Result<SampleFeatures> {
+pub fn compute_features(
+    onset: &Path,
+    apex: &Path,
+    cfg: &FeatureConfig,
+    tvl1: &TvL1,
+    cropper: Option<&mut FaceCropper>,
+) -> Result<SampleFeatures> {
     let s = cfg.size;
     let (g0, g1) = match cropper {
         None => (load_gray(onset, s)?, load_gray(apex, s)?),
@@ -156,19 +179,32 @@ pub fn compute_features(onset: &Path, apex: &Path, cfg: &FeatureConfig, tvl1: &T
             let (m0, m1) = (read_color(onset)?, read_color(apex)?);
             // No face found: the frames are used whole (as if pre-cropped).
             let rect = fc.detect(&m0)?.unwrap_or_else(|| {
-                tracing::warn!("{}: no face found by the Haar cascade; using the whole frame", onset.display());
+                tracing::warn!(
+                    "{}: no face found by the Haar cascade; using the whole frame",
+                    onset.display()
+                );
                 opencv::core::Rect::new(0, 0, m0.cols(), m0.rows())
             });
             let img = |p: &Path, e: Error| match e {
                 Error::OpenCv { context, error } => Error::image(p, format!("{context}: {error}")),
                 e => e,
             };
-            let c0 = crop(&m0, rect).and_then(|m| to_gray(&m, s)).map_err(|e| img(onset, e))?;
-            let c1 = crop(&m1, rect).and_then(|m| to_gray(&m, s)).map_err(|e| img(apex, e))?;
+            let c0 = crop(&m0, rect)
+                .and_then(|m| to_gray(&m, s))
+                .map_err(|e| img(onset, e))?;
+            let c1 = crop(&m1, rect)
+                .and_then(|m| to_gray(&m, s))
+                .map_err(|e| img(apex, e))?;
             (c0, c1)
         }
     };
-    let flow_err = |e: mer_flow::Error| Error::Invalid(format!("flow of {} -> {}: {e}", onset.display(), apex.display()));
+    let flow_err = |e: mer_flow::Error| {
+        Error::Invalid(format!(
+            "flow of {} -> {}: {e}",
+            onset.display(),
+            apex.display()
+        ))
+    };
     let i0 = GrayImage::from_u8(s, s, &g0).map_err(flow_err)?;
     let i1 = GrayImage::from_u8(s, s, &g1).map_err(flow_err)?;
     let flow = tvl1.compute(&i0, &i1).map_err(flow_err)?;
@@ -177,7 +213,12 @@ pub fn compute_features(onset: &Path, apex: &Path, cfg: &FeatureConfig, tvl1: &T
     uv.extend(flow.v());
     let mut frames = g0;
     frames.extend(g1);
-    Ok(SampleFeatures { size: s, flow: uv, strain, frames })
+    Ok(SampleFeatures {
+        size: s,
+        flow: uv,
+        strain,
+        frames,
+    })
 }
 
 /// Identifies the frames a sample's features come from: a hash of the onset and apex
@@ -208,7 +249,10 @@ pub struct FeatureCache {
 }
 
 fn cache_err(path: &Path, message: impl Into<String>) -> Error {
-    Error::Cache { path: path.to_path_buf(), message: message.into() }
+    Error::Cache {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 impl FeatureCache {
@@ -216,7 +260,11 @@ impl FeatureCache {
     pub fn new(root: &Path, cfg: FeatureConfig) -> Self {
         let dir = root.join(cfg.key());
         let key_string = cfg.key_string();
-        FeatureCache { dir, cfg, key_string }
+        FeatureCache {
+            dir,
+            cfg,
+            key_string,
+        }
     }
     /// The folder of this configuration's files.
     pub fn dir(&self) -> &Path {
@@ -228,14 +276,20 @@ impl FeatureCache {
     }
     fn check_size(&self) -> Result<()> {
         if !(16..=4096).contains(&self.cfg.size) {
-            return Err(Error::Invalid(format!("feature size {} is outside 16..=4096", self.cfg.size)));
+            return Err(Error::Invalid(format!(
+                "feature size {} is outside 16..=4096",
+                self.cfg.size
+            )));
         }
         Ok(())
     }
 
     /// The file of a sample.
     pub fn path_of(&self, m: &SampleMeta) -> PathBuf {
-        self.dir.join(m.dataset.name()).join(&m.subject).join(format!("{}.safetensors", m.sample))
+        self.dir
+            .join(m.dataset.name())
+            .join(&m.subject)
+            .join(format!("{}.safetensors", m.sample))
     }
 
     /// Reads and checks a sample's file: `Ok(None)` if absent, an error naming the file if
@@ -253,14 +307,24 @@ impl FeatureCache {
             Err(e) => return Err(Error::io(&path, e)),
         };
         let err = |msg: String| cache_err(&path, msg);
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("unreadable header: {e}")))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes)
+            .map_err(|e| err(format!("unreadable header: {e}")))?;
         let md = meta.metadata().clone().unwrap_or_default();
-        let get = |k: &str| md.get(k).cloned().ok_or_else(|| err(format!("no `{k}` in the metadata")));
+        let get = |k: &str| {
+            md.get(k)
+                .cloned()
+                .ok_or_else(|| err(format!("no `{k}` in the metadata")))
+        };
         if get("key")? != self.key_string {
             return Err(err("made with another feature configuration".into()));
         }
-        let want = [("sample", m.id()), ("onset", m.onset.to_string()), ("apex", m.apex.to_string())];
+        let want = [
+            ("sample", m.id()),
+            ("onset", m.onset.to_string()),
+            ("apex", m.apex.to_string()),
+        ];
         for (k, v) in want {
             let got = get(k)?;
             if got != v {
@@ -269,13 +333,23 @@ impl FeatureCache {
         }
         let s = self.cfg.size;
         let tensor = |name: &str, dtype: Dtype, shape: &[usize]| -> Result<Vec<u8>> {
-            let t = st.tensor(name).map_err(|e| err(format!("tensor `{name}`: {e}")))?;
+            let t = st
+                .tensor(name)
+                .map_err(|e| err(format!("tensor `{name}`: {e}")))?;
             if t.dtype() != dtype || t.shape() != shape {
-                return Err(err(format!("tensor `{name}` is {:?} {:?}, expected {dtype:?} {shape:?}", t.dtype(), t.shape())));
+                return Err(err(format!(
+                    "tensor `{name}` is {:?} {:?}, expected {dtype:?} {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
             }
             Ok(t.data().to_vec())
         };
-        let f32s = |b: Vec<u8>| b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>();
+        let f32s = |b: Vec<u8>| {
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect::<Vec<f32>>()
+        };
         let f = SampleFeatures {
             size: s,
             flow: f32s(tensor("flow", Dtype::F32, &[2, s, s])?),
@@ -297,9 +371,18 @@ impl FeatureCache {
         let strain: Vec<u8> = f.strain.iter().flat_map(|x| x.to_le_bytes()).collect();
         let err = |e: safetensors::SafeTensorError| cache_err(&path, e.to_string());
         let tensors = vec![
-            ("flow", TensorView::new(Dtype::F32, vec![2, s, s], &flow).map_err(err)?),
-            ("frames", TensorView::new(Dtype::U8, vec![2, s, s], &f.frames).map_err(err)?),
-            ("strain", TensorView::new(Dtype::F32, vec![s, s], &strain).map_err(err)?),
+            (
+                "flow",
+                TensorView::new(Dtype::F32, vec![2, s, s], &flow).map_err(err)?,
+            ),
+            (
+                "frames",
+                TensorView::new(Dtype::U8, vec![2, s, s], &f.frames).map_err(err)?,
+            ),
+            (
+                "strain",
+                TensorView::new(Dtype::F32, vec![s, s], &strain).map_err(err)?,
+            ),
         ];
         let md: HashMap<String, String> = [
             ("key", self.key_string.clone()),
@@ -323,7 +406,10 @@ impl FeatureCache {
     pub fn ensure(&self, samples: &[IndexedSample]) -> Result<CacheReport> {
         self.check_size()?;
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        write_atomic(&self.dir.join("key.txt"), format!("{}\n", self.key_string).as_bytes())?;
+        write_atomic(
+            &self.dir.join("key.txt"),
+            format!("{}\n", self.key_string).as_bytes(),
+        )?;
         let mut report = CacheReport::default();
         let mut todo = Vec::new();
         for s in samples {
@@ -346,24 +432,43 @@ impl FeatureCache {
         if todo.is_empty() {
             return Ok(report);
         }
-        let tvl1 = TvL1::new(self.cfg.tvl1.clone()).map_err(|e| Error::Invalid(format!("TV-L1 parameters: {e}")))?;
+        let tvl1 = TvL1::new(self.cfg.tvl1.clone())
+            .map_err(|e| Error::Invalid(format!("TV-L1 parameters: {e}")))?;
         if let Some(c) = &self.cfg.face_crop {
             FaceCropper::new(c)?; // fail early on a bad cascade
         }
         let pb = indicatif::ProgressBar::new(todo.len() as u64).with_message("features");
         pb.set_style(
-            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} samples ({elapsed}, eta {eta})")
-                .expect("valid template")
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {pos}/{len} samples ({elapsed}, eta {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         let results: Vec<Result<()>> = todo
             .par_iter()
             .map_init(
-                || self.cfg.face_crop.as_ref().and_then(|c| FaceCropper::new(c).ok()),
+                || {
+                    self.cfg
+                        .face_crop
+                        .as_ref()
+                        .and_then(|c| FaceCropper::new(c).ok())
+                },
                 |cropper, s| {
-                    let r = compute_features(&s.onset_path, &s.apex_path, &self.cfg, &tvl1, cropper.as_mut())
-                        .and_then(|f| self.write(&s.meta, &f, &source_hash(&s.onset_path, &s.apex_path)?))
-                        .map_err(|e| Error::Sample { sample: s.meta.id(), message: e.to_string() });
+                    let r = compute_features(
+                        &s.onset_path,
+                        &s.apex_path,
+                        &self.cfg,
+                        &tvl1,
+                        cropper.as_mut(),
+                    )
+                    .and_then(|f| {
+                        self.write(&s.meta, &f, &source_hash(&s.onset_path, &s.apex_path)?)
+                    })
+                    .map_err(|e| Error::Sample {
+                        sample: s.meta.id(),
+                        message: e.to_string(),
+                    });
                     pb.inc(1);
                     r
                 },
@@ -384,25 +489,42 @@ impl FeatureCache {
         self.check_size()?;
         let per = kind.channels() * self.cfg.size * self.cfg.size;
         let mut out = vec![0.0f32; samples.len() * per];
-        out.par_chunks_mut(per).zip(samples.par_iter()).try_for_each(|(chunk, m)| {
-            let f = self.read(m)?.ok_or_else(|| Error::Sample { sample: m.id(), message: format!("not in the feature cache {}", self.dir.display()) })?;
-            f.write_input(kind, chunk);
-            Ok(())
-        })?;
+        out.par_chunks_mut(per)
+            .zip(samples.par_iter())
+            .try_for_each(|(chunk, m)| {
+                let f = self.read(m)?.ok_or_else(|| Error::Sample {
+                    sample: m.id(),
+                    message: format!("not in the feature cache {}", self.dir.display()),
+                })?;
+                f.write_input(kind, chunk);
+                Ok(())
+            })?;
         Ok(out)
     }
 }
 
 /// Computes the missing features of `samples` (frames found by indexing `root`, with
 /// `list` as the sample list of a combined layout) into the cache at `cache_root`.
-pub fn ensure_features(root: &Path, samples: &[SampleMeta], list: Option<&Path>, cache: &FeatureCache) -> Result<CacheReport> {
-    let opts = IndexOptions { combined_list: list.map(Path::to_path_buf), ..Default::default() };
+pub fn ensure_features(
+    root: &Path,
+    samples: &[SampleMeta],
+    list: Option<&Path>,
+    cache: &FeatureCache,
+) -> Result<CacheReport> {
+    let opts = IndexOptions {
+        combined_list: list.map(Path::to_path_buf),
+        ..Default::default()
+    };
     let idx = index_root(root, &opts)?;
-    let by_key: HashMap<SampleKey, &IndexedSample> = idx.samples.iter().map(|s| (s.meta.key(), s)).collect();
+    let by_key: HashMap<SampleKey, &IndexedSample> =
+        idx.samples.iter().map(|s| (s.meta.key(), s)).collect();
     let mut indexed = Vec::with_capacity(samples.len());
     for m in samples {
         let Some(s) = by_key.get(&m.key()) else {
-            let why = idx.dropped.iter().find(|d| d.dataset == m.dataset && d.subject == m.subject && d.sample == m.sample);
+            let why = idx
+                .dropped
+                .iter()
+                .find(|d| d.dataset == m.dataset && d.subject == m.subject && d.sample == m.sample);
             return Err(Error::Sample {
                 sample: m.id(),
                 message: match why {
@@ -413,18 +535,36 @@ pub fn ensure_features(root: &Path, samples: &[SampleMeta], list: Option<&Path>,
         };
         if (s.meta.onset, s.meta.apex) != (m.onset, m.apex) {
             // The list decides the frames: look them up in the same folder, same naming.
-            let stem = s.onset_path.file_stem().and_then(|x| x.to_str()).unwrap_or("");
+            let stem = s
+                .onset_path
+                .file_stem()
+                .and_then(|x| x.to_str())
+                .unwrap_or("");
             let prefix = stem.trim_end_matches(|c: char| c.is_ascii_digit());
             let frames = crate::index::scan_frames(&s.dir, prefix)?;
-            let (Some(o), Some(a)) = (frames.get(&m.onset).cloned(), frames.get(&m.apex).cloned()) else {
+            let (Some(o), Some(a)) = (frames.get(&m.onset).cloned(), frames.get(&m.apex).cloned())
+            else {
                 return Err(Error::Sample {
                     sample: m.id(),
-                    message: format!("onset {} or apex {} frame missing in {}", m.onset, m.apex, s.dir.display()),
+                    message: format!(
+                        "onset {} or apex {} frame missing in {}",
+                        m.onset,
+                        m.apex,
+                        s.dir.display()
+                    ),
                 });
             };
-            indexed.push(IndexedSample { meta: m.clone(), dir: s.dir.clone(), onset_path: o, apex_path: a });
+            indexed.push(IndexedSample {
+                meta: m.clone(),
+                dir: s.dir.clone(),
+                onset_path: o,
+                apex_path: a,
+            });
         } else {
-            indexed.push(IndexedSample { meta: m.clone(), ..(*s).clone() });
+            indexed.push(IndexedSample {
+                meta: m.clone(),
+                ..(*s).clone()
+            });
         }
     }
     cache.ensure(&indexed)
@@ -432,7 +572,13 @@ pub fn ensure_features(root: &Path, samples: &[SampleMeta], list: Option<&Path>,
 
 /// The features of a list: computes what the cache lacks, then returns the list's samples
 /// and their inputs of `kind` as one [N, C, size, size] buffer (tensor-ready).
-pub fn load_features(root: &Path, list: &Path, cache_root: &Path, kind: InputKind, cfg: &FeatureConfig) -> Result<(Vec<SampleMeta>, Vec<f32>)> {
+pub fn load_features(
+    root: &Path,
+    list: &Path,
+    cache_root: &Path,
+    kind: InputKind,
+    cfg: &FeatureConfig,
+) -> Result<(Vec<SampleMeta>, Vec<f32>)> {
     let samples = read_list(list)?;
     let cache = FeatureCache::new(cache_root, cfg.clone());
     ensure_features(root, &samples, Some(list), &cache)?;
@@ -443,9 +589,19 @@ pub fn load_features(root: &Path, list: &Path, cache_root: &Path, kind: InputKin
 /// The default synthetic database's features: generates the database at `db` if absent
 /// ([`crate::synth::ensure_default_synth`]), computes what the cache at `cache_root` lacks
 /// (default [`FeatureConfig`]), and returns its samples and inputs of `kind` ([N, C, 112, 112]).
-pub fn synthetic_features(db: &Path, cache_root: &Path, kind: InputKind) -> Result<(Vec<SampleMeta>, Vec<f32>)> {
+pub fn synthetic_features(
+    db: &Path,
+    cache_root: &Path,
+    kind: InputKind,
+) -> Result<(Vec<SampleMeta>, Vec<f32>)> {
     crate::synth::ensure_default_synth(db)?;
-    load_features(db, &db.join(crate::synth::SYNTH_LIST), cache_root, kind, &FeatureConfig::default())
+    load_features(
+        db,
+        &db.join(crate::synth::SYNTH_LIST),
+        cache_root,
+        kind,
+        &FeatureConfig::default(),
+    )
 }
 
 #[cfg(test)]

@@ -106,7 +106,10 @@ impl Index {
                     dataset: s.meta.dataset,
                     subject: s.meta.subject.clone(),
                     sample: s.meta.sample.clone(),
-                    reason: format!("duplicate: indexed twice, second copy in {}", s.dir.display()),
+                    reason: format!(
+                        "duplicate: indexed twice, second copy in {}",
+                        s.dir.display()
+                    ),
                 });
             } else {
                 kept.push(s);
@@ -127,7 +130,9 @@ impl Index {
 pub fn casme1_class(emotion: &str) -> Result<Class, String> {
     match emotion.trim().to_lowercase().as_str() {
         "happiness" => Ok(Class::Positive),
-        "disgust" | "repression" | "sadness" | "fear" | "contempt" | "comtempt" => Ok(Class::Negative),
+        "disgust" | "repression" | "sadness" | "fear" | "contempt" | "comtempt" => {
+            Ok(Class::Negative)
+        }
         "surprise" => Ok(Class::Surprise),
         "tense" => Err("emotion `tense` is outside the 3-class rule".into()),
         e => Err(format!("unknown emotion `{e}`")),
@@ -141,7 +146,9 @@ pub fn casme2_class(emotion: &str) -> Result<Class, String> {
         "happiness" => Ok(Class::Positive),
         "disgust" | "repression" => Ok(Class::Negative),
         "surprise" => Ok(Class::Surprise),
-        e @ ("others" | "fear" | "sadness") => Err(format!("emotion `{e}` is outside the 3-class rule")),
+        e @ ("others" | "fear" | "sadness") => {
+            Err(format!("emotion `{e}` is outside the 3-class rule"))
+        }
         e => Err(format!("unknown emotion `{e}`")),
     }
 }
@@ -161,7 +168,10 @@ pub fn casme_sq_class(emotion: &str) -> Result<Class, String> {
 // Frames on disk
 
 fn is_image_ext(ext: &str) -> bool {
-    matches!(ext.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png" | "bmp")
+    matches!(
+        ext.to_ascii_lowercase().as_str(),
+        "jpg" | "jpeg" | "png" | "bmp"
+    )
 }
 
 /// The frames of a folder whose files are named `<prefix><N>.<ext>` (N possibly
@@ -172,8 +182,12 @@ pub fn scan_frames(dir: &Path, prefix: &str) -> Result<BTreeMap<u32, PathBuf>> {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(rest) = name.strip_prefix(prefix) else { continue };
-        let Some((num, ext)) = rest.rsplit_once('.') else { continue };
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let Some((num, ext)) = rest.rsplit_once('.') else {
+            continue;
+        };
         if !is_image_ext(ext) || num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
@@ -198,16 +212,35 @@ fn validate(meta: SampleMeta, dir: &Path, prefix: &str) -> Result<IndexedSample,
     let frames = scan_frames(dir, prefix).map_err(|e| e.to_string())?;
     let get = |n: u32, what: &str| {
         frames.get(&n).cloned().ok_or_else(|| {
-            format!("{what} frame {n} missing: no {prefix}{n}.jpg in {} ({} frames there)", dir.display(), frames.len())
+            format!(
+                "{what} frame {n} missing: no {prefix}{n}.jpg in {} ({} frames there)",
+                dir.display(),
+                frames.len()
+            )
         })
     };
     let onset_path = get(meta.onset, "onset")?;
     let apex_path = get(meta.apex, "apex")?;
-    Ok(IndexedSample { meta, dir: dir.to_path_buf(), onset_path, apex_path })
+    Ok(IndexedSample {
+        meta,
+        dir: dir.to_path_buf(),
+        onset_path,
+        apex_path,
+    })
 }
 
-fn drop_row(dataset: Dataset, subject: impl Into<String>, sample: impl Into<String>, reason: impl Into<String>) -> Dropped {
-    Dropped { dataset, subject: subject.into(), sample: sample.into(), reason: reason.into() }
+fn drop_row(
+    dataset: Dataset,
+    subject: impl Into<String>,
+    sample: impl Into<String>,
+    reason: impl Into<String>,
+) -> Dropped {
+    Dropped {
+        dataset,
+        subject: subject.into(),
+        sample: sample.into(),
+        reason: reason.into(),
+    }
 }
 
 /// The first of `names` that is a folder in `dir` or in its parent.
@@ -217,7 +250,10 @@ fn find_beside(annotation: &Path, names: &[&str]) -> Option<PathBuf> {
     if let Some(p) = dir.parent() {
         bases.push(p.to_path_buf());
     }
-    bases.iter().flat_map(|b| names.iter().map(move |n| b.join(n))).find(|p| p.is_dir())
+    bases
+        .iter()
+        .flat_map(|b| names.iter().map(move |n| b.join(n)))
+        .find(|p| p.is_dir())
 }
 
 /// `sub01` from a subject cell holding 1, "01", "1" or "sub01".
@@ -226,7 +262,14 @@ fn subject_name(cell: &Cell) -> Result<String, String> {
     let digits = t.strip_prefix("sub").unwrap_or(&t);
     match digits.parse::<u32>() {
         Ok(n) => Ok(format!("sub{n:02}")),
-        Err(_) => Err(format!("subject cell {}", if t.is_empty() { "is empty".into() } else { format!("is `{t}`") })),
+        Err(_) => Err(format!(
+            "subject cell {}",
+            if t.is_empty() {
+                "is empty".into()
+            } else {
+                format!("is `{t}`")
+            }
+        )),
     }
 }
 
@@ -251,13 +294,25 @@ struct HeaderSpec {
 
 const CASME1_SPEC: HeaderSpec = HeaderSpec {
     dataset: Dataset::Casme1,
-    columns: [&["Subject"], &["Filename", "File name"], &["OnsetF", "OnsetFrame"], &["ApexF1", "ApexF", "ApexFrame"], &["Emotion", "Estimated Emotion"]],
+    columns: [
+        &["Subject"],
+        &["Filename", "File name"],
+        &["OnsetF", "OnsetFrame"],
+        &["ApexF1", "ApexF", "ApexFrame"],
+        &["Emotion", "Estimated Emotion"],
+    ],
     classify: casme1_class,
 };
 
 const CASME2_SPEC: HeaderSpec = HeaderSpec {
     dataset: Dataset::Casme2,
-    columns: [&["Subject"], &["Filename", "File name"], &["OnsetFrame", "OnsetF"], &["ApexFrame", "ApexF1"], &["Estimated Emotion", "Emotion"]],
+    columns: [
+        &["Subject"],
+        &["Filename", "File name"],
+        &["OnsetFrame", "OnsetF"],
+        &["ApexFrame", "ApexF1"],
+        &["Estimated Emotion", "Emotion"],
+    ],
     classify: casme2_class,
 };
 
@@ -265,7 +320,13 @@ const CASME2_SPEC: HeaderSpec = HeaderSpec {
 /// name prefix of a sample's frames.
 type FramesOf<'a> = &'a dyn Fn(&str) -> String;
 
-fn index_header_sheet(sheet: &Sheet, spec: &HeaderSpec, frames_root: Option<&Path>, prefix_of: FramesOf<'_>, missing: &str) -> Result<Index> {
+fn index_header_sheet(
+    sheet: &Sheet,
+    spec: &HeaderSpec,
+    frames_root: Option<&Path>,
+    prefix_of: FramesOf<'_>,
+    missing: &str,
+) -> Result<Index> {
     let (header, cols) = sheet.header_columns(&spec.columns)?;
     let [c_sub, c_file, c_on, c_apex, c_emo] = [cols[0], cols[1], cols[2], cols[3], cols[4]];
     let mut idx = Index::default();
@@ -274,17 +335,27 @@ fn index_header_sheet(sheet: &Sheet, spec: &HeaderSpec, frames_root: Option<&Pat
             continue;
         }
         let file = sheet.cell(r, c_file).text();
-        let sample = if file.is_empty() { format!("(row {})", r + 1) } else { file.clone() };
+        let sample = if file.is_empty() {
+            format!("(row {})", r + 1)
+        } else {
+            file.clone()
+        };
         let subject = match subject_name(sheet.cell(r, c_sub)) {
             Ok(s) => s,
             Err(e) => {
-                idx.dropped.push(drop_row(spec.dataset, sheet.cell(r, c_sub).text(), sample, format!("{e} ({})", sheet.at(r))));
+                idx.dropped.push(drop_row(
+                    spec.dataset,
+                    sheet.cell(r, c_sub).text(),
+                    sample,
+                    format!("{e} ({})", sheet.at(r)),
+                ));
                 continue;
             }
         };
         let d = |reason: String| drop_row(spec.dataset, subject.clone(), sample.clone(), reason);
         if file.is_empty() {
-            idx.dropped.push(d(format!("empty filename ({})", sheet.at(r))));
+            idx.dropped
+                .push(d(format!("empty filename ({})", sheet.at(r))));
             continue;
         }
         let class = match (spec.classify)(&sheet.cell(r, c_emo).text()) {
@@ -294,7 +365,10 @@ fn index_header_sheet(sheet: &Sheet, spec: &HeaderSpec, frames_root: Option<&Pat
                 continue;
             }
         };
-        let (onset, apex) = match (frame_cell(sheet.cell(r, c_on), "onset"), frame_cell(sheet.cell(r, c_apex), "apex")) {
+        let (onset, apex) = match (
+            frame_cell(sheet.cell(r, c_on), "onset"),
+            frame_cell(sheet.cell(r, c_apex), "apex"),
+        ) {
             (Ok(o), Ok(a)) => (o, a),
             (Err(e), _) | (_, Err(e)) => {
                 idx.dropped.push(d(format!("{e} ({})", sheet.at(r))));
@@ -305,7 +379,14 @@ fn index_header_sheet(sheet: &Sheet, spec: &HeaderSpec, frames_root: Option<&Pat
             idx.dropped.push(d(missing.to_string()));
             continue;
         };
-        let meta = SampleMeta { dataset: spec.dataset, subject: subject.clone(), sample: file.clone(), onset, apex, class };
+        let meta = SampleMeta {
+            dataset: spec.dataset,
+            subject: subject.clone(),
+            sample: file.clone(),
+            onset,
+            apex,
+            class,
+        };
         match validate(meta, &root.join(&subject).join(&file), &prefix_of(&file)) {
             Ok(s) => idx.samples.push(s),
             Err(e) => idx.dropped.push(d(e)),
@@ -322,14 +403,34 @@ pub fn index_casme1(annotation: &Path, source: FrameSource) -> Result<Index> {
     let (root, reg) = match source {
         FrameSource::Cropped => (find_beside(annotation, &["Cropped", "cropped"]), "reg_"),
         FrameSource::Raw => {
-            let stem = annotation.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            (find_beside(annotation, &[stem.as_str(), "CASME_raw_selected"]), "")
+            let stem = annotation
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (
+                find_beside(annotation, &[stem.as_str(), "CASME_raw_selected"]),
+                "",
+            )
         }
     };
     let prefix_of = |f: &str| format!("{reg}{f}-");
-    let missing = format!("no frame folder beside the annotation: {}", annotation.display());
-    let mut idx = index_header_sheet(&sheets[0], &CASME1_SPEC, root.as_deref(), &prefix_of, &missing)?;
-    idx.sources.push(Source { dataset: Dataset::Casme1, layout: Layout::Native, annotation: annotation.to_path_buf(), frames: root });
+    let missing = format!(
+        "no frame folder beside the annotation: {}",
+        annotation.display()
+    );
+    let mut idx = index_header_sheet(
+        &sheets[0],
+        &CASME1_SPEC,
+        root.as_deref(),
+        &prefix_of,
+        &missing,
+    )?;
+    idx.sources.push(Source {
+        dataset: Dataset::Casme1,
+        layout: Layout::Native,
+        annotation: annotation.to_path_buf(),
+        frames: root,
+    });
     Ok(idx)
 }
 
@@ -341,11 +442,28 @@ pub fn index_casme2(annotation: &Path, source: FrameSource) -> Result<Index> {
     let sheets = read_workbook(annotation)?;
     let (root, prefix) = match source {
         FrameSource::Cropped => (find_beside(annotation, &["Cropped", "cropped"]), "reg_img"),
-        FrameSource::Raw => (find_beside(annotation, &["CASME2_RAW_selected", "CASME2_RAW"]), "img"),
+        FrameSource::Raw => (
+            find_beside(annotation, &["CASME2_RAW_selected", "CASME2_RAW"]),
+            "img",
+        ),
     };
-    let missing = format!("no frame folder beside the annotation: {}", annotation.display());
-    let mut idx = index_header_sheet(&sheets[0], &CASME2_SPEC, root.as_deref(), &|_| prefix.to_string(), &missing)?;
-    idx.sources.push(Source { dataset: Dataset::Casme2, layout: Layout::Native, annotation: annotation.to_path_buf(), frames: root });
+    let missing = format!(
+        "no frame folder beside the annotation: {}",
+        annotation.display()
+    );
+    let mut idx = index_header_sheet(
+        &sheets[0],
+        &CASME2_SPEC,
+        root.as_deref(),
+        &|_| prefix.to_string(),
+        &missing,
+    )?;
+    idx.sources.push(Source {
+        dataset: Dataset::Casme2,
+        layout: Layout::Native,
+        annotation: annotation.to_path_buf(),
+        frames: root,
+    });
     Ok(idx)
 }
 
@@ -353,11 +471,17 @@ pub fn index_casme2(annotation: &Path, source: FrameSource) -> Result<Index> {
 // CAS(ME)^2: three header-less sheets
 
 fn norm_name(s: &str) -> String {
-    s.chars().filter(|c| c.is_alphanumeric()).collect::<String>().to_lowercase()
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .collect::<String>()
+        .to_lowercase()
 }
 
 fn pick_sheet<'a>(sheets: &'a [Sheet], name: &str, fallback: usize) -> Option<&'a Sheet> {
-    sheets.iter().find(|s| norm_name(&s.name) == norm_name(name)).or_else(|| sheets.get(fallback))
+    sheets
+        .iter()
+        .find(|s| norm_name(&s.name) == norm_name(name))
+        .or_else(|| sheets.get(fallback))
 }
 
 /// Indexes the CAS(ME)^2 workbook (`CAS(ME)^2code_final.xlsx`): sheet 1 the expressions
@@ -368,23 +492,31 @@ fn pick_sheet<'a>(sheets: &'a [Sheet], name: &str, fallback: usize) -> Option<&'
 pub fn index_casme_sq(annotation: &Path, source: FrameSource) -> Result<Index> {
     const DS: Dataset = Dataset::CasMeSquared;
     let sheets = read_workbook(annotation)?;
-    let expr = sheets.iter().find(|s| !norm_name(&s.name).starts_with("namingrule")).unwrap_or(&sheets[0]);
-    let rule1 = pick_sheet(&sheets, "naming rule1", 1).filter(|s| !std::ptr::eq(*s, expr)).ok_or_else(|| Error::Workbook {
-        path: annotation.to_path_buf(),
-        message: "no sheet `naming rule1` (participant to folder number)".into(),
-    })?;
+    let expr = sheets
+        .iter()
+        .find(|s| !norm_name(&s.name).starts_with("namingrule"))
+        .unwrap_or(&sheets[0]);
+    let rule1 = pick_sheet(&sheets, "naming rule1", 1)
+        .filter(|s| !std::ptr::eq(*s, expr))
+        .ok_or_else(|| Error::Workbook {
+            path: annotation.to_path_buf(),
+            message: "no sheet `naming rule1` (participant to folder number)".into(),
+        })?;
     if rule1.width() < 3 {
         return Err(rule1.missing_column("column 3 (participant)"));
     }
     let mut folder_of = HashMap::new();
     for r in 0..rule1.rows.len() {
-        if let (Ok(folder), Ok(participant)) = (rule1.cell(r, 0).integer(), rule1.cell(r, 2).integer()) {
+        if let (Ok(folder), Ok(participant)) =
+            (rule1.cell(r, 0).integer(), rule1.cell(r, 2).integer())
+        {
             folder_of.insert(participant, folder);
         }
     }
     let mut code_of = HashMap::new();
     if source == FrameSource::Raw {
-        let rule2 = pick_sheet(&sheets, "naming rule2", 2).filter(|s| !std::ptr::eq(*s, expr) && !std::ptr::eq(*s, rule1));
+        let rule2 = pick_sheet(&sheets, "naming rule2", 2)
+            .filter(|s| !std::ptr::eq(*s, expr) && !std::ptr::eq(*s, rule1));
         if let Some(sh) = rule2 {
             for r in 0..sh.rows.len() {
                 if let Ok(code) = sh.cell(r, 0).integer() {
@@ -394,7 +526,10 @@ pub fn index_casme_sq(annotation: &Path, source: FrameSource) -> Result<Index> {
         }
     }
     if expr.width() < 8 {
-        return Err(expr.missing_column(format!("column {} of 8 (expression type)", expr.width() + 1)));
+        return Err(expr.missing_column(format!(
+            "column {} of 8 (expression type)",
+            expr.width() + 1
+        )));
     }
     let root = match source {
         FrameSource::Cropped => find_beside(annotation, &["cropped"]),
@@ -406,12 +541,21 @@ pub fn index_casme_sq(annotation: &Path, source: FrameSource) -> Result<Index> {
             continue;
         }
         let name = expr.cell(r, 1).text();
-        let sample = if name.is_empty() { format!("(row {})", r + 1) } else { name.clone() };
+        let sample = if name.is_empty() {
+            format!("(row {})", r + 1)
+        } else {
+            name.clone()
+        };
         let participant = match expr.cell(r, 0).integer() {
             Ok(p) => p,
             Err(_) if r == 0 && expr.cell(r, 2).integer().is_err() => continue, // a header row
             Err(e) => {
-                idx.dropped.push(drop_row(DS, expr.cell(r, 0).text(), sample, format!("participant cell {e} ({})", expr.at(r))));
+                idx.dropped.push(drop_row(
+                    DS,
+                    expr.cell(r, 0).text(),
+                    sample,
+                    format!("participant cell {e} ({})", expr.at(r)),
+                ));
                 continue;
             }
         };
@@ -420,14 +564,19 @@ pub fn index_casme_sq(annotation: &Path, source: FrameSource) -> Result<Index> {
                 DS,
                 format!("participant {participant}"),
                 sample,
-                format!("participant {participant} is not in sheet `{}` ({})", rule1.name, expr.at(r)),
+                format!(
+                    "participant {participant} is not in sheet `{}` ({})",
+                    rule1.name,
+                    expr.at(r)
+                ),
             ));
             continue;
         };
         let subject = folder.to_string();
         let d = |reason: String| drop_row(DS, subject.clone(), sample.clone(), reason);
         if name.is_empty() {
-            idx.dropped.push(d(format!("empty expression name ({})", expr.at(r))));
+            idx.dropped
+                .push(d(format!("empty expression name ({})", expr.at(r))));
             continue;
         }
         let typ = expr.cell(r, 7).text().to_lowercase();
@@ -436,7 +585,10 @@ pub fn index_casme_sq(annotation: &Path, source: FrameSource) -> Result<Index> {
             continue;
         }
         if !typ.contains("micro") {
-            idx.dropped.push(d(format!("expression type `{typ}` is neither micro nor macro ({})", expr.at(r))));
+            idx.dropped.push(d(format!(
+                "expression type `{typ}` is neither micro nor macro ({})",
+                expr.at(r)
+            )));
             continue;
         }
         let class = match casme_sq_class(&expr.cell(r, 6).text()) {
@@ -446,7 +598,10 @@ pub fn index_casme_sq(annotation: &Path, source: FrameSource) -> Result<Index> {
                 continue;
             }
         };
-        let (onset, apex) = match (frame_cell(expr.cell(r, 2), "onset"), frame_cell(expr.cell(r, 3), "apex")) {
+        let (onset, apex) = match (
+            frame_cell(expr.cell(r, 2), "onset"),
+            frame_cell(expr.cell(r, 3), "apex"),
+        ) {
             (Ok(o), Ok(a)) => (o, a),
             (Err(e), _) | (_, Err(e)) => {
                 idx.dropped.push(d(format!("{e} ({})", expr.at(r))));
@@ -454,7 +609,10 @@ pub fn index_casme_sq(annotation: &Path, source: FrameSource) -> Result<Index> {
             }
         };
         let Some(root) = root.as_deref() else {
-            idx.dropped.push(d(format!("no frame folder beside the annotation: {}", annotation.display())));
+            idx.dropped.push(d(format!(
+                "no frame folder beside the annotation: {}",
+                annotation.display()
+            )));
             continue;
         };
         let dir = match source {
@@ -462,26 +620,44 @@ pub fn index_casme_sq(annotation: &Path, source: FrameSource) -> Result<Index> {
             FrameSource::Raw => {
                 let video = name.rsplit_once('_').map_or(name.as_str(), |(v, _)| v);
                 let Some(code) = code_of.get(video) else {
-                    idx.dropped.push(d(format!("video `{video}` is not in sheet `naming rule2`")));
+                    idx.dropped
+                        .push(d(format!("video `{video}` is not in sheet `naming rule2`")));
                     continue;
                 };
                 let want = format!("{folder}_{code:04}");
                 let sdir = root.join(format!("s{folder}"));
                 let found = std::fs::read_dir(&sdir).ok().and_then(|rd| {
-                    rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).find(|p| {
-                        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&want))
-                    })
+                    rd.filter_map(|e| e.ok())
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir())
+                        .find(|p| {
+                            p.file_name()
+                                .and_then(|n| n.to_str())
+                                .is_some_and(|n| n.starts_with(&want))
+                        })
                 });
                 found.unwrap_or_else(|| sdir.join(want))
             }
         };
-        let meta = SampleMeta { dataset: DS, subject: subject.clone(), sample: name.clone(), onset, apex, class };
+        let meta = SampleMeta {
+            dataset: DS,
+            subject: subject.clone(),
+            sample: name.clone(),
+            onset,
+            apex,
+            class,
+        };
         match validate(meta, &dir, "img") {
             Ok(s) => idx.samples.push(s),
             Err(e) => idx.dropped.push(d(e)),
         }
     }
-    idx.sources.push(Source { dataset: DS, layout: Layout::Native, annotation: annotation.to_path_buf(), frames: root });
+    idx.sources.push(Source {
+        dataset: DS,
+        layout: Layout::Native,
+        annotation: annotation.to_path_buf(),
+        frames: root,
+    });
     Ok(idx)
 }
 
@@ -498,7 +674,10 @@ pub fn combined_prefix(dataset: Dataset, sample: &str) -> String {
 }
 
 fn find_combined_list(dir: &Path) -> Option<PathBuf> {
-    let cands = [dir.join("combined_3class.csv"), dir.join("../reference/combined_3class.csv")];
+    let cands = [
+        dir.join("combined_3class.csv"),
+        dir.join("../reference/combined_3class.csv"),
+    ];
     if let Some(p) = cands.into_iter().find(|p| p.is_file()) {
         return Some(p);
     }
@@ -509,7 +688,10 @@ fn find_combined_list(dir: &Path) -> Option<PathBuf> {
         .collect();
     csvs.sort();
     csvs.into_iter().find(|p| {
-        std::fs::read_to_string(p).is_ok_and(|t| t.trim_start_matches('\u{feff}').starts_with(crate::list::LIST_HEADER))
+        std::fs::read_to_string(p).is_ok_and(|t| {
+            t.trim_start_matches('\u{feff}')
+                .starts_with(crate::list::LIST_HEADER)
+        })
     })
 }
 
@@ -521,7 +703,12 @@ pub fn index_combined(dir: &Path, list: &Path) -> Result<Index> {
     for ds in Dataset::ALL {
         let f = dir.join(ds.combined_folder());
         if f.is_dir() {
-            idx.sources.push(Source { dataset: ds, layout: Layout::Combined, annotation: list.to_path_buf(), frames: Some(f) });
+            idx.sources.push(Source {
+                dataset: ds,
+                layout: Layout::Combined,
+                annotation: list.to_path_buf(),
+                frames: Some(f),
+            });
         }
     }
     for meta in rows {
@@ -556,16 +743,29 @@ pub struct Found {
 impl Found {
     /// True when nothing was found.
     pub fn is_empty(&self) -> bool {
-        self.casme1.is_empty() && self.casme2.is_empty() && self.casme_sq.is_empty() && self.combined.is_empty()
+        self.casme1.is_empty()
+            && self.casme2.is_empty()
+            && self.casme_sq.is_empty()
+            && self.combined.is_empty()
     }
 }
 
-const FRAME_FOLDERS: [&str; 6] = ["Cropped", "cropped", "rawpic", "selectedpic", "CASME2_RAW_selected", "CASME2_RAW"];
+const FRAME_FOLDERS: [&str; 6] = [
+    "Cropped",
+    "cropped",
+    "rawpic",
+    "selectedpic",
+    "CASME2_RAW_selected",
+    "CASME2_RAW",
+];
 
 /// Finds the databases under `root` (searching 5 levels deep, not inside frame folders).
 pub fn discover(root: &Path) -> Result<Found> {
     if !root.is_dir() {
-        return Err(Error::io(root, std::io::Error::new(std::io::ErrorKind::NotFound, "not a folder")));
+        return Err(Error::io(
+            root,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "not a folder"),
+        ));
     }
     let mut found = Found::default();
     let mut stack = vec![(root.to_path_buf(), 0usize)];
@@ -579,11 +779,18 @@ pub fn discover(root: &Path) -> Result<Found> {
         let mut coded = Vec::new();
         let mut combined = false;
         for p in entries {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string();
             if p.is_dir() {
                 if Dataset::ALL.iter().any(|d| d.combined_folder() == name) {
                     combined = true;
-                } else if depth < 5 && !FRAME_FOLDERS.contains(&name.as_str()) && !name.starts_with('.') {
+                } else if depth < 5
+                    && !FRAME_FOLDERS.contains(&name.as_str())
+                    && !name.starts_with('.')
+                {
                     stack.push((p, depth + 1));
                 }
                 continue;
@@ -602,7 +809,9 @@ pub fn discover(root: &Path) -> Result<Found> {
                 sections.push(p);
             } else if lower.starts_with("casme2-coding") {
                 found.casme2.push(p);
-            } else if lower.starts_with("cas(me)^2code_final") || lower.starts_with("cas(me)2code_final") {
+            } else if lower.starts_with("cas(me)^2code_final")
+                || lower.starts_with("cas(me)2code_final")
+            {
                 found.casme_sq.push(p);
             }
         }
@@ -615,7 +824,12 @@ pub fn discover(root: &Path) -> Result<Found> {
             found.combined.push(dir);
         }
     }
-    for v in [&mut found.casme1, &mut found.casme2, &mut found.casme_sq, &mut found.combined] {
+    for v in [
+        &mut found.casme1,
+        &mut found.casme2,
+        &mut found.casme_sq,
+        &mut found.combined,
+    ] {
         v.sort();
     }
     Ok(found)
@@ -626,7 +840,9 @@ pub fn discover(root: &Path) -> Result<Found> {
 pub fn index_root(root: &Path, opts: &IndexOptions) -> Result<Index> {
     let found = discover(root)?;
     if found.is_empty() {
-        return Err(Error::NoDatabase { root: root.to_path_buf() });
+        return Err(Error::NoDatabase {
+            root: root.to_path_buf(),
+        });
     }
     let mut idx = Index::default();
     for p in &found.casme1 {

@@ -132,7 +132,11 @@ impl SampleMeta {
     }
     /// The key that identifies a sample across lists.
     pub fn key(&self) -> SampleKey {
-        SampleKey { dataset: self.dataset, subject: self.subject.clone(), sample: self.sample.clone() }
+        SampleKey {
+            dataset: self.dataset,
+            subject: self.subject.clone(),
+            sample: self.sample.clone(),
+        }
     }
 }
 
@@ -189,14 +193,22 @@ pub struct Dropped {
 
 impl fmt::Display for Dropped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}: {}", self.dataset, self.subject, self.sample, self.reason)
+        write!(
+            f,
+            "{}/{}/{}: {}",
+            self.dataset, self.subject, self.sample, self.reason
+        )
     }
 }
 
 /// The kind of a drop reason, for summaries: the text before any `: ` detail or ` (`
 /// location, with numbers replaced by `N` (`apex frame 20 missing: ...` -> `apex frame N missing`).
 pub fn reason_kind(reason: &str) -> String {
-    let end = [reason.find(": "), reason.find(" (")].into_iter().flatten().min().unwrap_or(reason.len());
+    let end = [reason.find(": "), reason.find(" (")]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(reason.len());
     let mut out = String::new();
     let mut in_num = false;
     for c in reason[..end].chars() {
@@ -217,11 +229,14 @@ pub fn reason_kind(reason: &str) -> String {
 pub fn format_drop_summary(dropped: &[Dropped]) -> String {
     let mut m: BTreeMap<String, usize> = BTreeMap::new();
     for d in dropped {
-        *m.entry(format!("{}: {}", d.dataset, reason_kind(&d.reason))).or_default() += 1;
+        *m.entry(format!("{}: {}", d.dataset, reason_kind(&d.reason)))
+            .or_default() += 1;
     }
     let mut v: Vec<(String, usize)> = m.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    v.into_iter().map(|(k, n)| format!("{n:>6}  {k}\n")).collect()
+    v.into_iter()
+        .map(|(k, n)| format!("{n:>6}  {k}\n"))
+        .collect()
 }
 
 /// Splits one CSV line into fields (RFC 4180 quotes supported).
@@ -263,9 +278,18 @@ pub(crate) fn csv_field(s: &str) -> String {
 /// The header must be `Dataset,Subject,Sample,Onset,Apex,Class` (a UTF-8 BOM and blank
 /// lines are tolerated).
 pub fn parse_list(text: &str, path: &Path) -> Result<Vec<SampleMeta>> {
-    let err = |line: usize, message: String| Error::Csv { path: path.to_path_buf(), line, message };
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
-    let (_, header) = lines.next().ok_or_else(|| err(1, "empty file: no header".into()))?;
+    let err = |line: usize, message: String| Error::Csv {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
+    let (_, header) = lines
+        .next()
+        .ok_or_else(|| err(1, "empty file: no header".into()))?;
     let header = header.trim_start_matches('\u{feff}');
     let cols: Vec<String> = split_csv_line(header).map_err(|m| err(1, m))?;
     let expected: Vec<&str> = LIST_HEADER.split(',').collect();
@@ -281,19 +305,36 @@ pub fn parse_list(text: &str, path: &Path) -> Result<Vec<SampleMeta>> {
         if f.len() != 6 {
             return Err(err(n, format!("{} fields, expected 6", f.len())));
         }
-        let dataset = Dataset::from_name(&f[0])
-            .ok_or_else(|| err(n, format!("unknown dataset `{}` (casme1, casme2 or casme^2)", f[0])))?;
+        let dataset = Dataset::from_name(&f[0]).ok_or_else(|| {
+            err(
+                n,
+                format!("unknown dataset `{}` (casme1, casme2 or casme^2)", f[0]),
+            )
+        })?;
         let frame = |i: usize, what: &str| {
-            f[i].trim().parse::<u32>().map_err(|_| err(n, format!("{what} `{}` is not a frame number", f[i])))
+            f[i].trim()
+                .parse::<u32>()
+                .map_err(|_| err(n, format!("{what} `{}` is not a frame number", f[i])))
         };
         let (onset, apex) = (frame(3, "onset")?, frame(4, "apex")?);
-        let class = Class::from_name(&f[5])
-            .ok_or_else(|| err(n, format!("unknown class `{}` (negative, positive or surprise)", f[5])))?;
+        let class = Class::from_name(&f[5]).ok_or_else(|| {
+            err(
+                n,
+                format!("unknown class `{}` (negative, positive or surprise)", f[5]),
+            )
+        })?;
         let (subject, sample) = (f[1].trim().to_string(), f[2].trim().to_string());
         if subject.is_empty() || sample.is_empty() {
             return Err(err(n, "empty subject or sample".into()));
         }
-        out.push(SampleMeta { dataset, subject, sample, onset, apex, class });
+        out.push(SampleMeta {
+            dataset,
+            subject,
+            sample,
+            onset,
+            apex,
+            class,
+        });
     }
     Ok(out)
 }
@@ -353,11 +394,17 @@ pub fn class_counts(samples: &[SampleMeta]) -> BTreeMap<Dataset, [usize; 3]> {
 /// A table of counts per dataset and class, with subjects and totals.
 pub fn format_counts(samples: &[SampleMeta]) -> String {
     let counts = class_counts(samples);
-    let mut s = format!("{:<8} {:>8} {:>8} {:>8} {:>6} {:>8}\n", "dataset", "negative", "positive", "surprise", "total", "subjects");
+    let mut s = format!(
+        "{:<8} {:>8} {:>8} {:>8} {:>6} {:>8}\n",
+        "dataset", "negative", "positive", "surprise", "total", "subjects"
+    );
     let mut tot = [0usize; 3];
     for (d, c) in &counts {
-        let subjects: std::collections::BTreeSet<&str> =
-            samples.iter().filter(|x| x.dataset == *d).map(|x| x.subject.as_str()).collect();
+        let subjects: std::collections::BTreeSet<&str> = samples
+            .iter()
+            .filter(|x| x.dataset == *d)
+            .map(|x| x.subject.as_str())
+            .collect();
         s.push_str(&format!(
             "{:<8} {:>8} {:>8} {:>8} {:>6} {:>8}\n",
             d.name(),
@@ -371,7 +418,14 @@ pub fn format_counts(samples: &[SampleMeta]) -> String {
             tot[k] += c[k];
         }
     }
-    s.push_str(&format!("{:<8} {:>8} {:>8} {:>8} {:>6}\n", "all", tot[0], tot[1], tot[2], tot.iter().sum::<usize>()));
+    s.push_str(&format!(
+        "{:<8} {:>8} {:>8} {:>8} {:>6}\n",
+        "all",
+        tot[0],
+        tot[1],
+        tot[2],
+        tot.iter().sum::<usize>()
+    ));
     s
 }
 
@@ -407,7 +461,11 @@ pub fn compare_lists(left: &[SampleMeta], right: &[SampleMeta]) -> Comparison {
             Some(b) => c.changed.push(((*a).clone(), (*b).clone())),
         }
     }
-    c.only_right = r.iter().filter(|(k, _)| !l.contains_key(k)).map(|(_, b)| (*b).clone()).collect();
+    c.only_right = r
+        .iter()
+        .filter(|(k, _)| !l.contains_key(k))
+        .map(|(_, b)| (*b).clone())
+        .collect();
     c
 }
 
@@ -421,10 +479,22 @@ pub fn format_comparison(c: &Comparison, left: &str, right: &str) -> String {
         c.changed.len()
     );
     for m in &c.only_left {
-        s.push_str(&format!("  only in {left}: {} onset {} apex {} {}\n", m.id(), m.onset, m.apex, m.class));
+        s.push_str(&format!(
+            "  only in {left}: {} onset {} apex {} {}\n",
+            m.id(),
+            m.onset,
+            m.apex,
+            m.class
+        ));
     }
     for m in &c.only_right {
-        s.push_str(&format!("  only in {right}: {} onset {} apex {} {}\n", m.id(), m.onset, m.apex, m.class));
+        s.push_str(&format!(
+            "  only in {right}: {} onset {} apex {} {}\n",
+            m.id(),
+            m.onset,
+            m.apex,
+            m.class
+        ));
     }
     for (a, b) in &c.changed {
         let mut d = Vec::new();
@@ -446,18 +516,67 @@ pub fn format_comparison(c: &Comparison, left: &str, right: &str) -> String {
 mod tests {
     use super::*;
 
-    fn meta(d: Dataset, sub: &str, sample: &str, onset: u32, apex: u32, class: Class) -> SampleMeta {
-        SampleMeta { dataset: d, subject: sub.into(), sample: sample.into(), onset, apex, class }
+    fn meta(
+        d: Dataset,
+        sub: &str,
+        sample: &str,
+        onset: u32,
+        apex: u32,
+        class: Class,
+    ) -> SampleMeta {
+        SampleMeta {
+            dataset: d,
+            subject: sub.into(),
+            sample: sample.into(),
+            onset,
+            apex,
+            class,
+        }
     }
 
     #[test]
     fn csv_round_trip_and_order() {
         let mut v = vec![
-            meta(Dataset::Casme2, "sub01", "EP19_05f", 396, 416, Class::Negative),
-            meta(Dataset::CasMeSquared, "24", "anger1_12", 3441, 3447, Class::Negative),
-            meta(Dataset::CasMeSquared, "24", "anger1_4", 963, 967, Class::Negative),
-            meta(Dataset::Casme1, "sub01", "EP01_5", 113, 121, Class::Positive),
-            meta(Dataset::Casme2, "sub01", "EP02_01f", 46, 59, Class::Positive),
+            meta(
+                Dataset::Casme2,
+                "sub01",
+                "EP19_05f",
+                396,
+                416,
+                Class::Negative,
+            ),
+            meta(
+                Dataset::CasMeSquared,
+                "24",
+                "anger1_12",
+                3441,
+                3447,
+                Class::Negative,
+            ),
+            meta(
+                Dataset::CasMeSquared,
+                "24",
+                "anger1_4",
+                963,
+                967,
+                Class::Negative,
+            ),
+            meta(
+                Dataset::Casme1,
+                "sub01",
+                "EP01_5",
+                113,
+                121,
+                Class::Positive,
+            ),
+            meta(
+                Dataset::Casme2,
+                "sub01",
+                "EP02_01f",
+                46,
+                59,
+                Class::Positive,
+            ),
         ];
         sort_samples(&mut v);
         let order: Vec<String> = v.iter().map(|m| m.id()).collect();
@@ -472,19 +591,26 @@ mod tests {
             ]
         );
         let text = format_list(&v);
-        assert!(text.starts_with("Dataset,Subject,Sample,Onset,Apex,Class\ncasme1,sub01,EP01_5,113,121,positive\n"));
+        assert!(text.starts_with(
+            "Dataset,Subject,Sample,Onset,Apex,Class\ncasme1,sub01,EP01_5,113,121,positive\n"
+        ));
         assert_eq!(parse_list(&text, Path::new("x.csv")).unwrap(), v);
     }
 
     fn check_err(text: &str, expected: &str) {
-        let e = parse_list(text, Path::new("l.csv")).unwrap_err().to_string();
+        let e = parse_list(text, Path::new("l.csv"))
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, expected);
     }
 
     #[test]
     fn csv_errors_name_the_line() {
         check_err("", "l.csv, line 1: empty file: no header");
-        check_err("a,b\n", "l.csv, line 1: header `a,b` is not `Dataset,Subject,Sample,Onset,Apex,Class`");
+        check_err(
+            "a,b\n",
+            "l.csv, line 1: header `a,b` is not `Dataset,Subject,Sample,Onset,Apex,Class`",
+        );
         check_err(
             "Dataset,Subject,Sample,Onset,Apex,Class\ncasme3,sub01,EP,1,2,negative\n",
             "l.csv, line 2: unknown dataset `casme3` (casme1, casme2 or casme^2)",
@@ -493,7 +619,10 @@ mod tests {
             "Dataset,Subject,Sample,Onset,Apex,Class\n\ncasme2,sub01,EP,1,/,negative\n",
             "l.csv, line 3: apex `/` is not a frame number",
         );
-        check_err("Dataset,Subject,Sample,Onset,Apex,Class\ncasme2,sub01,EP,1\n", "l.csv, line 2: 4 fields, expected 6");
+        check_err(
+            "Dataset,Subject,Sample,Onset,Apex,Class\ncasme2,sub01,EP,1\n",
+            "l.csv, line 2: 4 fields, expected 6",
+        );
         check_err(
             "Dataset,Subject,Sample,Onset,Apex,Class\ncasme2,sub01,EP,1,2,others\n",
             "l.csv, line 2: unknown class `others` (negative, positive or surprise)",
@@ -517,24 +646,48 @@ mod tests {
         assert_eq!(c.only_left.len(), 1);
         assert_eq!(c.only_right[0].sample, "D");
         let report = format_comparison(&c, "derived", "reference");
-        assert!(report.contains("differs: casme2/sub01/B: apex 2 vs 3, class negative vs positive"), "{report}");
+        assert!(
+            report.contains("differs: casme2/sub01/B: apex 2 vs 3, class negative vs positive"),
+            "{report}"
+        );
         assert!(compare_lists(&a, &a).is_identical());
     }
 
     #[test]
     fn reason_kinds() {
-        assert_eq!(reason_kind("apex frame 20 missing: no reg_img20.jpg in x (3 frames there)"), "apex frame N missing");
-        assert_eq!(reason_kind("apex frame cell is text `/` (a.xlsx, sheet `Sheet1`, row 3)"), "apex frame cell is text `/`");
+        assert_eq!(
+            reason_kind("apex frame 20 missing: no reg_img20.jpg in x (3 frames there)"),
+            "apex frame N missing"
+        );
+        assert_eq!(
+            reason_kind("apex frame cell is text `/` (a.xlsx, sheet `Sheet1`, row 3)"),
+            "apex frame cell is text `/`"
+        );
         assert_eq!(reason_kind("onset equals apex (20)"), "onset equals apex");
         assert_eq!(reason_kind("macro-expression"), "macro-expression");
-        let d = |r: &str| Dropped { dataset: Dataset::Casme2, subject: "sub01".into(), sample: "x".into(), reason: r.into() };
-        let s = format_drop_summary(&[d("no frame folder: /a"), d("no frame folder: /b"), d("macro-expression")]);
-        assert_eq!(s, "     2  casme2: no frame folder\n     1  casme2: macro-expression\n");
+        let d = |r: &str| Dropped {
+            dataset: Dataset::Casme2,
+            subject: "sub01".into(),
+            sample: "x".into(),
+            reason: r.into(),
+        };
+        let s = format_drop_summary(&[
+            d("no frame folder: /a"),
+            d("no frame folder: /b"),
+            d("macro-expression"),
+        ]);
+        assert_eq!(
+            s,
+            "     2  casme2: no frame folder\n     1  casme2: macro-expression\n"
+        );
     }
 
     #[test]
     fn quoted_fields() {
-        assert_eq!(split_csv_line(r#"a,"b,c","d""e""#).unwrap(), ["a", "b,c", "d\"e"]);
+        assert_eq!(
+            split_csv_line(r#"a,"b,c","d""e""#).unwrap(),
+            ["a", "b,c", "d\"e"]
+        );
         assert!(split_csv_line("\"a").is_err());
     }
 }

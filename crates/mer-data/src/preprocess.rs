@@ -12,17 +12,27 @@ use std::path::{Path, PathBuf};
 pub const FEATURE_SIZE: usize = 112;
 
 /// Debian's (`opencv-data`) frontal-face Haar cascade.
-pub const DEFAULT_CASCADE: &str = "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml";
+pub const DEFAULT_CASCADE: &str =
+    "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml";
 
 /// Reads an image as 3-channel BGR (`IMREAD_COLOR`).
 pub fn read_color(path: &Path) -> Result<Mat> {
     if !path.is_file() {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such image file")));
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such image file"),
+        ));
     }
-    let name = path.to_str().ok_or_else(|| Error::image(path, "path is not UTF-8"))?;
-    let m = imgcodecs::imread(name, imgcodecs::IMREAD_COLOR).map_err(|e| Error::image(path, e.to_string()))?;
+    let name = path
+        .to_str()
+        .ok_or_else(|| Error::image(path, "path is not UTF-8"))?;
+    let m = imgcodecs::imread(name, imgcodecs::IMREAD_COLOR)
+        .map_err(|e| Error::image(path, e.to_string()))?;
     if m.empty() {
-        return Err(Error::image(path, "cannot be decoded (not an image OpenCV reads, or truncated)"));
+        return Err(Error::image(
+            path,
+            "cannot be decoded (not an image OpenCV reads, or truncated)",
+        ));
     }
     Ok(m)
 }
@@ -31,10 +41,21 @@ pub fn read_color(path: &Path) -> Result<Mat> {
 pub fn to_gray(bgr: &Mat, size: usize) -> Result<Vec<u8>> {
     let mut resized = Mat::default();
     let s = size as i32;
-    imgproc::resize(bgr, &mut resized, Size::new(s, s), 0.0, 0.0, imgproc::INTER_CUBIC).map_err(Error::cv("resize"))?;
+    imgproc::resize(
+        bgr,
+        &mut resized,
+        Size::new(s, s),
+        0.0,
+        0.0,
+        imgproc::INTER_CUBIC,
+    )
+    .map_err(Error::cv("resize"))?;
     let mut gray = Mat::default();
-    imgproc::cvt_color_def(&resized, &mut gray, imgproc::COLOR_BGR2GRAY).map_err(Error::cv("BGR2GRAY"))?;
-    let bytes = gray.data_bytes().map_err(Error::cv("reading gray pixels"))?;
+    imgproc::cvt_color_def(&resized, &mut gray, imgproc::COLOR_BGR2GRAY)
+        .map_err(Error::cv("BGR2GRAY"))?;
+    let bytes = gray
+        .data_bytes()
+        .map_err(Error::cv("reading gray pixels"))?;
     debug_assert_eq!(bytes.len(), size * size);
     Ok(bytes.to_vec())
 }
@@ -42,9 +63,12 @@ pub fn to_gray(bgr: &Mat, size: usize) -> Result<Vec<u8>> {
 /// BGR to 8-bit gray at the image's own size: `(width, height, row-major bytes)`.
 pub fn to_gray_native(bgr: &Mat) -> Result<(usize, usize, Vec<u8>)> {
     let mut gray = Mat::default();
-    imgproc::cvt_color_def(bgr, &mut gray, imgproc::COLOR_BGR2GRAY).map_err(Error::cv("BGR2GRAY"))?;
+    imgproc::cvt_color_def(bgr, &mut gray, imgproc::COLOR_BGR2GRAY)
+        .map_err(Error::cv("BGR2GRAY"))?;
     let (w, h) = (gray.cols() as usize, gray.rows() as usize);
-    let bytes = gray.data_bytes().map_err(Error::cv("reading gray pixels"))?;
+    let bytes = gray
+        .data_bytes()
+        .map_err(Error::cv("reading gray pixels"))?;
     Ok((w, h, bytes.to_vec()))
 }
 
@@ -69,14 +93,30 @@ impl FaceCropper {
     /// Loads a cascade file (e.g. [`DEFAULT_CASCADE`]).
     pub fn new(cascade: &Path) -> Result<Self> {
         if !cascade.is_file() {
-            return Err(Error::io(cascade, std::io::Error::new(std::io::ErrorKind::NotFound, "no cascade file (Debian: apt-get install opencv-data)")));
+            return Err(Error::io(
+                cascade,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no cascade file (Debian: apt-get install opencv-data)",
+                ),
+            ));
         }
-        let name = cascade.to_str().ok_or_else(|| Error::image(cascade, "path is not UTF-8"))?;
-        let classifier = CascadeClassifier::new(name).map_err(|e| Error::image(cascade, e.to_string()))?;
-        if classifier.empty().map_err(|e| Error::image(cascade, e.to_string()))? {
+        let name = cascade
+            .to_str()
+            .ok_or_else(|| Error::image(cascade, "path is not UTF-8"))?;
+        let classifier =
+            CascadeClassifier::new(name).map_err(|e| Error::image(cascade, e.to_string()))?;
+        if classifier
+            .empty()
+            .map_err(|e| Error::image(cascade, e.to_string()))?
+        {
             return Err(Error::image(cascade, "not a cascade OpenCV can load"));
         }
-        Ok(FaceCropper { classifier, cascade: cascade.to_path_buf(), margin: 0.1 })
+        Ok(FaceCropper {
+            classifier,
+            cascade: cascade.to_path_buf(),
+            margin: 0.1,
+        })
     }
 
     /// The loaded cascade file.
@@ -87,15 +127,26 @@ impl FaceCropper {
     /// The largest face in a BGR image, enlarged by the margin and clipped to the image.
     pub fn detect(&mut self, bgr: &Mat) -> Result<Option<Rect>> {
         let mut gray = Mat::default();
-        imgproc::cvt_color_def(bgr, &mut gray, imgproc::COLOR_BGR2GRAY).map_err(Error::cv("BGR2GRAY for detection"))?;
+        imgproc::cvt_color_def(bgr, &mut gray, imgproc::COLOR_BGR2GRAY)
+            .map_err(Error::cv("BGR2GRAY for detection"))?;
         let mut eq = Mat::default();
         imgproc::equalize_hist(&gray, &mut eq).map_err(Error::cv("equalize_hist"))?;
         let mut faces = Vector::<Rect>::new();
         let min = (gray.cols().min(gray.rows()) / 5).max(24);
         self.classifier
-            .detect_multi_scale(&eq, &mut faces, 1.1, 3, 0, Size::new(min, min), Size::new(0, 0))
+            .detect_multi_scale(
+                &eq,
+                &mut faces,
+                1.1,
+                3,
+                0,
+                Size::new(min, min),
+                Size::new(0, 0),
+            )
             .map_err(Error::cv("detect_multi_scale"))?;
-        let Some(best) = faces.iter().max_by_key(|r| r.width * r.height) else { return Ok(None) };
+        let Some(best) = faces.iter().max_by_key(|r| r.width * r.height) else {
+            return Ok(None);
+        };
         let mx = (best.width as f64 * self.margin).round() as i32;
         let my = (best.height as f64 * self.margin).round() as i32;
         let x0 = (best.x - mx).max(0);
@@ -143,7 +194,15 @@ mod tests {
         let img = imgcodecs::imread(path.to_str().unwrap(), imgcodecs::IMREAD_COLOR).unwrap();
         assert_eq!(img.typ(), CV_8UC3);
         let mut r = Mat::default();
-        imgproc::resize(&img, &mut r, Size::new(112, 112), 0.0, 0.0, imgproc::INTER_CUBIC).unwrap();
+        imgproc::resize(
+            &img,
+            &mut r,
+            Size::new(112, 112),
+            0.0,
+            0.0,
+            imgproc::INTER_CUBIC,
+        )
+        .unwrap();
         let mut g = Mat::default();
         imgproc::cvt_color(&r, &mut g, imgproc::COLOR_BGR2GRAY, 0).unwrap();
         assert_eq!(ours, g.data_bytes().unwrap());
@@ -152,7 +211,15 @@ mod tests {
         let mut g2 = Mat::default();
         imgproc::cvt_color(&img, &mut g2, imgproc::COLOR_BGR2GRAY, 0).unwrap();
         let mut r2 = Mat::default();
-        imgproc::resize(&g2, &mut r2, Size::new(112, 112), 0.0, 0.0, imgproc::INTER_CUBIC).unwrap();
+        imgproc::resize(
+            &g2,
+            &mut r2,
+            Size::new(112, 112),
+            0.0,
+            0.0,
+            imgproc::INTER_CUBIC,
+        )
+        .unwrap();
         assert_ne!(ours, r2.data_bytes().unwrap());
     }
 
@@ -161,11 +228,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("none.jpg");
         let e = load_gray(&missing, 112).unwrap_err().to_string();
-        assert!(e.contains("none.jpg") && e.contains("no such image file"), "{e}");
+        assert!(
+            e.contains("none.jpg") && e.contains("no such image file"),
+            "{e}"
+        );
         let junk = dir.path().join("junk.jpg");
         std::fs::write(&junk, b"\xff\xd8\xff garbage").unwrap();
         let e = load_gray(&junk, 112).unwrap_err().to_string();
-        assert!(e.contains("junk.jpg") && e.contains("cannot be decoded"), "{e}");
+        assert!(
+            e.contains("junk.jpg") && e.contains("cannot be decoded"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -176,7 +249,9 @@ mod tests {
             eprintln!("skipped: {DEFAULT_CASCADE} missing (install opencv-data)");
             return;
         };
-        let blank = Mat::new_rows_cols_with_default(120, 160, CV_8UC3, opencv::core::Scalar::all(128.0)).unwrap();
+        let blank =
+            Mat::new_rows_cols_with_default(120, 160, CV_8UC3, opencv::core::Scalar::all(128.0))
+                .unwrap();
         assert_eq!(fc.detect(&blank).unwrap(), None);
         let r = Rect::new(10, 20, 50, 40);
         let c = crop(&blank, r).unwrap();

@@ -28,7 +28,9 @@ impl Cell {
     pub(crate) fn integer(&self) -> Result<u32, String> {
         match self {
             Cell::Empty => Err("is empty".into()),
-            Cell::Number(x) if x.fract() == 0.0 && *x >= 0.0 && *x <= u32::MAX as f64 => Ok(*x as u32),
+            Cell::Number(x) if x.fract() == 0.0 && *x >= 0.0 && *x <= u32::MAX as f64 => {
+                Ok(*x as u32)
+            }
             Cell::Number(x) => Err(format!("is not a whole number ({x})")),
             Cell::Text(s) => {
                 let t = s.trim();
@@ -57,7 +59,10 @@ pub(crate) struct Sheet {
 impl Sheet {
     /// The cell at (row, col), `Empty` outside the used range.
     pub(crate) fn cell(&self, row: usize, col: usize) -> &Cell {
-        self.rows.get(row).and_then(|r| r.get(col)).unwrap_or(&Cell::Empty)
+        self.rows
+            .get(row)
+            .and_then(|r| r.get(col))
+            .unwrap_or(&Cell::Empty)
     }
     /// The number of columns of the widest row.
     pub(crate) fn width(&self) -> usize {
@@ -65,19 +70,37 @@ impl Sheet {
     }
     /// "workbook X, sheet `S`, row N" (N 1-based as in a spreadsheet program).
     pub(crate) fn at(&self, row: usize) -> String {
-        format!("{}, sheet `{}`, row {}", self.path.display(), self.name, row + 1)
+        format!(
+            "{}, sheet `{}`, row {}",
+            self.path.display(),
+            self.name,
+            row + 1
+        )
     }
     pub(crate) fn missing_column(&self, column: impl Into<String>) -> Error {
-        Error::MissingColumn { path: self.path.clone(), sheet: self.name.clone(), column: column.into() }
+        Error::MissingColumn {
+            path: self.path.clone(),
+            sheet: self.name.clone(),
+            column: column.into(),
+        }
     }
     /// Finds a header row among the first rows and the columns of the wanted headers
     /// (compared ignoring case, spaces and underscores; each header may have aliases).
     /// Returns the header row and one column per wanted header.
     pub(crate) fn header_columns(&self, wanted: &[&[&str]]) -> Result<(usize, Vec<usize>)> {
-        let norm = |s: &str| s.chars().filter(|c| !c.is_whitespace() && *c != '_').collect::<String>().to_lowercase();
+        let norm = |s: &str| {
+            s.chars()
+                .filter(|c| !c.is_whitespace() && *c != '_')
+                .collect::<String>()
+                .to_lowercase()
+        };
         for r in 0..self.rows.len().min(10) {
             let heads: Vec<String> = self.rows[r].iter().map(|c| norm(&c.text())).collect();
-            let find = |aliases: &[&str]| aliases.iter().find_map(|a| heads.iter().position(|h| *h == norm(a)));
+            let find = |aliases: &[&str]| {
+                aliases
+                    .iter()
+                    .find_map(|a| heads.iter().position(|h| *h == norm(a)))
+            };
             // The header row is the first one naming the first wanted column.
             if find(wanted[0]).is_none() {
                 continue;
@@ -97,7 +120,10 @@ impl Sheet {
 
 /// Reads every sheet of a workbook (.xls or .xlsx), in workbook order.
 pub(crate) fn read_workbook(path: &Path) -> Result<Vec<Sheet>> {
-    let wb_err = |m: String| Error::Workbook { path: path.to_path_buf(), message: m };
+    let wb_err = |m: String| Error::Workbook {
+        path: path.to_path_buf(),
+        message: m,
+    };
     let mut wb = open_workbook_auto(path).map_err(|e| wb_err(format!("cannot open: {e}")))?;
     let names = wb.sheet_names();
     if names.is_empty() {
@@ -105,7 +131,9 @@ pub(crate) fn read_workbook(path: &Path) -> Result<Vec<Sheet>> {
     }
     let mut sheets = Vec::with_capacity(names.len());
     for name in names {
-        let range = wb.worksheet_range(&name).map_err(|e| wb_err(format!("sheet `{name}`: {e}")))?;
+        let range = wb
+            .worksheet_range(&name)
+            .map_err(|e| wb_err(format!("sheet `{name}`: {e}")))?;
         let mut rows = Vec::new();
         if let Some((r0, c0)) = range.start() {
             rows.resize(r0 as usize, Vec::new());
@@ -118,7 +146,11 @@ pub(crate) fn read_workbook(path: &Path) -> Result<Vec<Sheet>> {
                 rows.push(cells);
             }
         }
-        sheets.push(Sheet { path: path.to_path_buf(), name, rows });
+        sheets.push(Sheet {
+            path: path.to_path_buf(),
+            name,
+            rows,
+        });
     }
     Ok(sheets)
 }

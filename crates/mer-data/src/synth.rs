@@ -53,7 +53,15 @@ pub struct SynthConfig {
 
 impl Default for SynthConfig {
     fn default() -> Self {
-        SynthConfig { subjects: 12, samples_per_subject: 8, frames: 8, size: 176, seed: 0, jpeg_quality: 95, extra_rows: true }
+        SynthConfig {
+            subjects: 12,
+            samples_per_subject: 8,
+            frames: 8,
+            size: 176,
+            seed: 0,
+            jpeg_quality: 95,
+            extra_rows: true,
+        }
     }
 }
 
@@ -64,7 +72,9 @@ impl SynthConfig {
             return bad("synthetic database: at least 3 subjects (one per database)");
         }
         if self.samples_per_subject < 1 || self.frames < 3 {
-            return bad("synthetic database: at least 1 sample per subject and 3 frames per sample");
+            return bad(
+                "synthetic database: at least 1 sample per subject and 3 frames per sample",
+            );
         }
         if !(32..=1024).contains(&self.size) {
             return bad("synthetic database: image size must be 32 to 1024");
@@ -108,7 +118,9 @@ fn value_noise(x: f32, y: f32, seed: u64) -> f32 {
     let (fx, fy) = (x - xi, y - yi);
     let (sx, sy) = (fx * fx * (3.0 - 2.0 * fx), fy * fy * (3.0 - 2.0 * fy));
     let h = |i: i64, j: i64| {
-        let mut z = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (j as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F) ^ seed;
+        let mut z = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (j as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+            ^ seed;
         z = (z ^ (z >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z ^= z >> 32;
         (z & 0xFFFF) as f32 / 32767.5 - 1.0
@@ -126,7 +138,11 @@ fn smooth_edge(d: f32, w: f32) -> f32 {
 }
 
 fn mix(a: [f32; 3], b: [f32; 3], t: f32) -> [f32; 3] {
-    [a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t, a[2] + (b[2] - a[2]) * t]
+    [
+        a[0] + (b[0] - a[0]) * t,
+        a[1] + (b[1] - a[1]) * t,
+        a[2] + (b[2] - a[2]) * t,
+    ]
 }
 
 /// A subject's face: geometry in face units (x right, y down, face half-width 1).
@@ -166,9 +182,9 @@ impl Face {
         let s = size as f32;
         let tone = rng.range(0.0, 1.0) as f32;
         let skin = [
-            95.0 + 80.0 * tone + rng.range(-10.0, 10.0) as f32,  // B
+            95.0 + 80.0 * tone + rng.range(-10.0, 10.0) as f32, // B
             120.0 + 75.0 * tone + rng.range(-10.0, 10.0) as f32, // G
-            160.0 + 65.0 * tone + rng.range(-8.0, 8.0) as f32,   // R
+            160.0 + 65.0 * tone + rng.range(-8.0, 8.0) as f32,  // R
         ];
         let h = rng.range(15.0, 80.0) as f32;
         Face {
@@ -189,9 +205,17 @@ impl Face {
             mouth_w: rng.range(0.26, 0.36) as f32,
             lip_h: rng.range(0.05, 0.08) as f32,
             skin,
-            hair: [h * rng.range(0.8, 1.2) as f32, h, h * rng.range(1.0, 1.4) as f32],
+            hair: [
+                h * rng.range(0.8, 1.2) as f32,
+                h,
+                h * rng.range(1.0, 1.4) as f32,
+            ],
             lip: [skin[0] * 0.72, skin[1] * 0.62, skin[2] * 0.85],
-            background: [rng.range(60.0, 200.0) as f32, rng.range(60.0, 200.0) as f32, rng.range(60.0, 200.0) as f32],
+            background: [
+                rng.range(60.0, 200.0) as f32,
+                rng.range(60.0, 200.0) as f32,
+                rng.range(60.0, 200.0) as f32,
+            ],
             bg_grad: rng.range(-40.0, 40.0) as f32,
             light: (rng.range(-0.5, 0.5) as f32, rng.range(-0.6, 0.1) as f32),
             texture: rng.range(5.0, 11.0) as f32,
@@ -225,18 +249,36 @@ impl Face {
         let inside = smooth_edge(r - 1.0, 1.5 * px);
         c = mix(c, skin, inside);
         // hair: above the hairline and around the top of the head
-        let hair_t = smooth_edge(v - (self.hairline + 0.12 * u * u), 2.0 * px) * smooth_edge(r - 1.12, 1.5 * px);
+        let hair_t = smooth_edge(v - (self.hairline + 0.12 * u * u), 2.0 * px)
+            * smooth_edge(r - 1.12, 1.5 * px);
         let hair_tex = 8.0 * value_noise(u * 3.0, v * 40.0, self.seed ^ 0x77);
-        c = mix(c, [self.hair[0] + hair_tex, self.hair[1] + hair_tex, self.hair[2] + hair_tex], hair_t);
+        c = mix(
+            c,
+            [
+                self.hair[0] + hair_tex,
+                self.hair[1] + hair_tex,
+                self.hair[2] + hair_tex,
+            ],
+            hair_t,
+        );
         // brows: thick arcs above the eyes
         for side in [-1.0f32, 1.0] {
             let x0 = side * self.eye_dx;
             let du = (u - x0) / (self.eye_rx * 1.35);
             if du.abs() < 1.3 {
-                let centre = self.brow_y - self.brow_arch * (1.0 - du * du) + 0.03 * side * (u - x0);
+                let centre =
+                    self.brow_y - self.brow_arch * (1.0 - du * du) + 0.03 * side * (u - x0);
                 let d = (v - centre).abs() - self.brow_w * (1.0 - 0.35 * du.abs()).max(0.2);
                 let t = smooth_edge(d, 1.2 * px) * smooth_edge(du.abs() - 1.0, 0.08);
-                c = mix(c, [self.hair[0] * 1.2 + 10.0, self.hair[1] * 1.2 + 10.0, self.hair[2] * 1.2 + 10.0], t * 0.9);
+                c = mix(
+                    c,
+                    [
+                        self.hair[0] * 1.2 + 10.0,
+                        self.hair[1] * 1.2 + 10.0,
+                        self.hair[2] * 1.2 + 10.0,
+                    ],
+                    t * 0.9,
+                );
             }
         }
         // eyes: white, iris, pupil, eyelid crease; blink covers them with skin
@@ -244,32 +286,65 @@ impl Face {
             let (ex, ey) = (side * self.eye_dx, self.eye_y);
             let (du, dv) = ((u - ex) / self.eye_rx, (v - ey) / self.eye_ry);
             if du.abs() < 1.6 && dv.abs() < 2.5 {
-                let crease = ((v - (ey - self.eye_ry * 1.6 * (1.0 - 0.4 * du * du))).abs() - 0.008) * self.a;
-                c = mix(c, [skin[0] * 0.7, skin[1] * 0.7, skin[2] * 0.7], smooth_edge(crease, 0.8) * smooth_edge(du.abs() - 1.0, 0.1));
+                let crease =
+                    ((v - (ey - self.eye_ry * 1.6 * (1.0 - 0.4 * du * du))).abs() - 0.008) * self.a;
+                c = mix(
+                    c,
+                    [skin[0] * 0.7, skin[1] * 0.7, skin[2] * 0.7],
+                    smooth_edge(crease, 0.8) * smooth_edge(du.abs() - 1.0, 0.1),
+                );
                 let open = (1.0 - blink).max(0.02);
                 let e = (du * du + (dv / open) * (dv / open)).sqrt();
                 let eye_in = smooth_edge((e - 1.0) * self.eye_ry * open, px);
                 let ir = ((u - ex).powi(2) + (v - ey).powi(2)).sqrt();
-                let mut eye = mix([225.0, 230.0, 235.0], [60.0, 70.0, 80.0], smooth_edge(ir - self.eye_ry * 0.95, px));
-                eye = mix(eye, [20.0, 20.0, 25.0], smooth_edge(ir - self.eye_ry * 0.45, px));
+                let mut eye = mix(
+                    [225.0, 230.0, 235.0],
+                    [60.0, 70.0, 80.0],
+                    smooth_edge(ir - self.eye_ry * 0.95, px),
+                );
+                eye = mix(
+                    eye,
+                    [20.0, 20.0, 25.0],
+                    smooth_edge(ir - self.eye_ry * 0.45, px),
+                );
                 c = mix(c, eye, eye_in);
                 // lid line
-                let lid = smooth_edge((e - 1.0).abs() * self.eye_ry * open - 0.6 * px, px) * (du.abs() < 1.05) as u8 as f32;
+                let lid = smooth_edge((e - 1.0).abs() * self.eye_ry * open - 0.6 * px, px)
+                    * (du.abs() < 1.05) as u8 as f32;
                 c = mix(c, [35.0, 35.0, 40.0], lid * 0.8);
             }
         }
         // nose: side shading, tip highlight, nostrils
-        let nb = ((u.abs() - self.nose_w * (0.4 + 0.6 * ((v + 0.1) / (self.nose_y + 0.1)).clamp(0.0, 1.0))) / 0.03).abs();
+        let nb = ((u.abs()
+            - self.nose_w * (0.4 + 0.6 * ((v + 0.1) / (self.nose_y + 0.1)).clamp(0.0, 1.0)))
+            / 0.03)
+            .abs();
         if v > -0.12 && v < self.nose_y + 0.02 {
-            c = mix(c, [skin[0] * 0.8, skin[1] * 0.8, skin[2] * 0.8], (1.0 - nb).max(0.0) * 0.6);
+            c = mix(
+                c,
+                [skin[0] * 0.8, skin[1] * 0.8, skin[2] * 0.8],
+                (1.0 - nb).max(0.0) * 0.6,
+            );
         }
         for side in [-1.0f32, 1.0] {
-            let (dx, dy) = ((u - side * self.nose_w * 0.75) / 0.045, (v - self.nose_y) / 0.025);
+            let (dx, dy) = (
+                (u - side * self.nose_w * 0.75) / 0.045,
+                (v - self.nose_y) / 0.025,
+            );
             let d = (dx * dx + dy * dy).sqrt();
-            c = mix(c, [skin[0] * 0.35, skin[1] * 0.33, skin[2] * 0.35], smooth_edge((d - 1.0) * 0.025, px));
+            c = mix(
+                c,
+                [skin[0] * 0.35, skin[1] * 0.33, skin[2] * 0.35],
+                smooth_edge((d - 1.0) * 0.025, px),
+            );
         }
-        let tip = ((u / (self.nose_w * 0.8)).powi(2) + ((v - self.nose_y + 0.06) / 0.06).powi(2)).sqrt();
-        c = mix(c, [skin[0] * 1.12, skin[1] * 1.12, skin[2] * 1.12], smooth_edge((tip - 1.0) * 0.05, 2.0 * px) * 0.5);
+        let tip =
+            ((u / (self.nose_w * 0.8)).powi(2) + ((v - self.nose_y + 0.06) / 0.06).powi(2)).sqrt();
+        c = mix(
+            c,
+            [skin[0] * 1.12, skin[1] * 1.12, skin[2] * 1.12],
+            smooth_edge((tip - 1.0) * 0.05, 2.0 * px) * 0.5,
+        );
         // mouth: lips and the dark line between them
         let (mu, mv) = (u / self.mouth_w, v - self.mouth_y);
         if mu.abs() < 1.3 {
@@ -277,7 +352,15 @@ impl Face {
             let lip_d = ((mu * mu + (mv / self.lip_h).powi(2)).sqrt() - 1.0) * self.lip_h;
             let lip_t = smooth_edge(lip_d, px);
             let lip_tex = 4.0 * value_noise(u * 60.0, v * 12.0, self.seed ^ 0x55);
-            c = mix(c, [self.lip[0] + lip_tex, self.lip[1] + lip_tex, self.lip[2] + lip_tex], lip_t);
+            c = mix(
+                c,
+                [
+                    self.lip[0] + lip_tex,
+                    self.lip[1] + lip_tex,
+                    self.lip[2] + lip_tex,
+                ],
+                lip_t,
+            );
             let line = (mv + curve).abs() - 0.006;
             let line_t = smooth_edge(line, px) * smooth_edge(mu.abs() - 1.02, 0.05);
             c = mix(c, [40.0, 35.0, 60.0], line_t * 0.9);
@@ -312,26 +395,80 @@ fn add_au(bumps: &mut Vec<Bump>, face: &Face, au: u32, amp: f32, rng: &mut Rng) 
         let a = amp * rng.range(0.75, 1.25) as f32;
         let mut push = |u: f32, v: f32, sigma: f32, dir: (f32, f32), k: f32| {
             let (x, y) = unit(dir.0, dir.1);
-            bumps.push(Bump { u, v, sigma, du: a * k * x, dv: a * k * y });
+            bumps.push(Bump {
+                u,
+                v,
+                sigma,
+                du: a * k * x,
+                dv: a * k * y,
+            });
         };
         match au {
             // inner brow raiser
-            1 => push(side * face.eye_dx * 0.55, face.brow_y, 0.14, (0.0, -1.0), 1.0),
+            1 => push(
+                side * face.eye_dx * 0.55,
+                face.brow_y,
+                0.14,
+                (0.0, -1.0),
+                1.0,
+            ),
             // outer brow raiser
-            2 => push(side * face.eye_dx * 1.35, face.brow_y + 0.02, 0.14, (0.0, -1.0), 0.9),
+            2 => push(
+                side * face.eye_dx * 1.35,
+                face.brow_y + 0.02,
+                0.14,
+                (0.0, -1.0),
+                0.9,
+            ),
             // brow lowerer: inner brows down and together
-            4 => push(side * face.eye_dx * 0.7, face.brow_y, 0.16, (-side * 0.6, 1.0), 1.0),
+            4 => push(
+                side * face.eye_dx * 0.7,
+                face.brow_y,
+                0.16,
+                (-side * 0.6, 1.0),
+                1.0,
+            ),
             // cheek raiser
-            6 => push(side * (face.eye_dx + 0.05), face.eye_y + 0.28, 0.17, (0.0, -1.0), 0.5),
+            6 => push(
+                side * (face.eye_dx + 0.05),
+                face.eye_y + 0.28,
+                0.17,
+                (0.0, -1.0),
+                0.5,
+            ),
             // nose wrinkler: nose sides up, upper lip slightly up
             9 => {
-                push(side * face.nose_w * 1.1, face.nose_y - 0.12, 0.1, (-side * 0.3, -1.0), 0.8);
-                push(side * face.mouth_w * 0.4, face.mouth_y - 0.04, 0.1, (0.0, -1.0), 0.4);
+                push(
+                    side * face.nose_w * 1.1,
+                    face.nose_y - 0.12,
+                    0.1,
+                    (-side * 0.3, -1.0),
+                    0.8,
+                );
+                push(
+                    side * face.mouth_w * 0.4,
+                    face.mouth_y - 0.04,
+                    0.1,
+                    (0.0, -1.0),
+                    0.4,
+                );
             }
             // lip corner puller: corners out and up
-            12 => push(side * face.mouth_w, face.mouth_y, 0.13, (side * 0.8, -0.65), 1.0),
+            12 => push(
+                side * face.mouth_w,
+                face.mouth_y,
+                0.13,
+                (side * 0.8, -0.65),
+                1.0,
+            ),
             // lip corner depressor: corners down
-            15 => push(side * face.mouth_w, face.mouth_y + 0.01, 0.12, (side * 0.15, 1.0), 1.0),
+            15 => push(
+                side * face.mouth_w,
+                face.mouth_y + 0.01,
+                0.12,
+                (side * 0.15, 1.0),
+                1.0,
+            ),
             // jaw drop: chin and lower lip down
             26 => push(side * 0.05, face.mouth_y + 0.2, 0.3, (0.0, 1.0), 0.7),
             _ => {}
@@ -407,16 +544,28 @@ fn make_motion(face: &Face, class: Class, cfg: &SynthConfig, rng: &mut Rng) -> (
         })
         .collect();
     // head motion: a slow drift of up to ~0.8 px (at 112) and ~0.5 degree
-    let (tx, ty, rot) = (rng.normal() as f32 * 0.35, rng.normal() as f32 * 0.35, rng.normal() as f32 * 0.004);
-    let head = (0..n).map(|i| {
-        let t = i as f32 / (n - 1) as f32;
-        (tx * t * scale + rng.normal() as f32 * 0.05 * scale, ty * t * scale + rng.normal() as f32 * 0.05 * scale, rot * t)
-    }).collect();
+    let (tx, ty, rot) = (
+        rng.normal() as f32 * 0.35,
+        rng.normal() as f32 * 0.35,
+        rng.normal() as f32 * 0.004,
+    );
+    let head = (0..n)
+        .map(|i| {
+            let t = i as f32 / (n - 1) as f32;
+            (
+                tx * t * scale + rng.normal() as f32 * 0.05 * scale,
+                ty * t * scale + rng.normal() as f32 * 0.05 * scale,
+                rot * t,
+            )
+        })
+        .collect();
     let (g, gr) = (rng.range(-0.04, 0.04) as f32, rng.range(-0.04, 0.04) as f32);
-    let light = (0..n).map(|i| {
-        let t = i as f32 / (n - 1) as f32;
-        (1.0 + g * t + rng.normal() as f32 * 0.004, gr * t)
-    }).collect();
+    let light = (0..n)
+        .map(|i| {
+            let t = i as f32 / (n - 1) as f32;
+            (1.0 + g * t + rng.normal() as f32 * 0.004, gr * t)
+        })
+        .collect();
     let mut blink = vec![0.0; n];
     if rng.chance(0.25) {
         let at = rng.below(1, n);
@@ -429,7 +578,16 @@ fn make_motion(face: &Face, class: Class, cfg: &SynthConfig, rng: &mut Rng) -> (
             blink[at - 1] = depth * 0.3;
         }
     }
-    (Motion { bumps, intensity, head, light, blink }, aus)
+    (
+        Motion {
+            bumps,
+            intensity,
+            head,
+            light,
+            blink,
+        },
+        aus,
+    )
 }
 
 /// Renders frame `i` of a sample as BGR bytes.
@@ -470,10 +628,12 @@ fn render(face: &Face, m: &Motion, i: usize, size: usize, noise_seed: u64) -> Ve
 }
 
 fn encode_jpeg(bgr: &[u8], size: usize, quality: i32, path: &Path) -> Result<Vec<u8>> {
-    let mat = Mat::new_rows_cols_with_bytes::<Vec3b>(size as i32, size as i32, bgr).map_err(Error::cv("wrapping a frame"))?;
+    let mat = Mat::new_rows_cols_with_bytes::<Vec3b>(size as i32, size as i32, bgr)
+        .map_err(Error::cv("wrapping a frame"))?;
     let mut buf = Vector::<u8>::new();
     let params = Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, quality]);
-    let ok = imgcodecs::imencode(".jpg", &mat, &mut buf, &params).map_err(|e| Error::image(path, e.to_string()))?;
+    let ok = imgcodecs::imencode(".jpg", &mat, &mut buf, &params)
+        .map_err(|e| Error::image(path, e.to_string()))?;
     if !ok {
         return Err(Error::image(path, "JPEG encoding failed"));
     }
@@ -535,7 +695,13 @@ fn casme_sq_folder(p: usize) -> usize {
 
 /// The samples to render, the three workbooks' sheets (CASME, CASME II, CAS(ME)^2; sample
 /// rows are appended after rendering) and the number of rows the indexer must drop.
-type Planned = (Vec<Plan>, Vec<SheetData>, Vec<SheetData>, Vec<SheetData>, usize);
+type Planned = (
+    Vec<Plan>,
+    Vec<SheetData>,
+    Vec<SheetData>,
+    Vec<SheetData>,
+    usize,
+);
 
 fn plan(cfg: &SynthConfig) -> Planned {
     let mut rng = Rng::new(cfg.seed, &[0xC1A55]);
@@ -543,21 +709,45 @@ fn plan(cfg: &SynthConfig) -> Planned {
     let total = cfg.subjects * cfg.samples_per_subject;
     let classes = class_plan(total, &mut rng);
     let mut plans = Vec::new();
-    let mut c1_rows = vec!["Subject|Filename||OnsetF|ApexF1|ApexF2|OffsetF||Onset|Total|AU|Emotion"
-        .split('|')
-        .map(|s| if s.is_empty() { Value::Empty } else { Value::from(s) })
-        .collect::<Vec<_>>()];
-    let mut c2_rows = vec!["Subject|Filename||OnsetFrame|ApexFrame|OffsetFrame||Action Units|Estimated Emotion"
-        .split('|')
-        .map(|s| if s.is_empty() { Value::Empty } else { Value::from(s) })
-        .collect::<Vec<_>>()];
+    let mut c1_rows = vec![
+        "Subject|Filename||OnsetF|ApexF1|ApexF2|OffsetF||Onset|Total|AU|Emotion"
+            .split('|')
+            .map(|s| {
+                if s.is_empty() {
+                    Value::Empty
+                } else {
+                    Value::from(s)
+                }
+            })
+            .collect::<Vec<_>>(),
+    ];
+    let mut c2_rows = vec![
+        "Subject|Filename||OnsetFrame|ApexFrame|OffsetFrame||Action Units|Estimated Emotion"
+            .split('|')
+            .map(|s| {
+                if s.is_empty() {
+                    Value::Empty
+                } else {
+                    Value::from(s)
+                }
+            })
+            .collect::<Vec<_>>(),
+    ];
     let mut sq_rows: Vec<Vec<Value>> = Vec::new();
     let mut rule1: Vec<Vec<Value>> = Vec::new();
-    let videos = ["anger1", "anger2", "disgust1", "disgust2", "happy1", "happy2", "happy3", "happy4", "happy5"];
+    let videos = [
+        "anger1", "anger2", "disgust1", "disgust2", "happy1", "happy2", "happy3", "happy4",
+        "happy5",
+    ];
     let rule2: Vec<Vec<Value>> = videos
         .iter()
         .enumerate()
-        .map(|(i, v)| vec![Value::Number(((i / 2 + 1) * 100 + i % 2 + 1) as f64), Value::from(*v)])
+        .map(|(i, v)| {
+            vec![
+                Value::Number(((i / 2 + 1) * 100 + i % 2 + 1) as f64),
+                Value::from(*v),
+            ]
+        })
         .collect();
     let apex_off = (cfg.frames / 2) as u32;
     let mut extra = 0;
@@ -573,7 +763,11 @@ fn plan(cfg: &SynthConfig) -> Planned {
         let mut used = std::collections::HashSet::new();
         if dataset == Dataset::CasMeSquared {
             let folder = casme_sq_folder(local);
-            rule1.push(vec![Value::Number(folder as f64), Value::Text(format!("s{folder}")), Value::Number(local as f64)]);
+            rule1.push(vec![
+                Value::Number(folder as f64),
+                Value::Text(format!("s{folder}")),
+                Value::Number(local as f64),
+            ]);
         }
         for _ in 0..cfg.samples_per_subject {
             let class = classes[k];
@@ -597,7 +791,13 @@ fn plan(cfg: &SynthConfig) -> Planned {
                         Class::Surprise => "surprise".into(),
                         Class::Negative => NEG_CASME1[rng.below(0, NEG_CASME1.len())].into(),
                     };
-                    (sub.clone(), name.clone(), PathBuf::from("CASME/Cropped").join(&sub).join(&name), format!("reg_{name}-"), emo)
+                    (
+                        sub.clone(),
+                        name.clone(),
+                        PathBuf::from("CASME/Cropped").join(&sub).join(&name),
+                        format!("reg_{name}-"),
+                        emo,
+                    )
                 }
                 Dataset::Casme2 => {
                     let name = loop {
@@ -615,49 +815,147 @@ fn plan(cfg: &SynthConfig) -> Planned {
                         Class::Surprise => "surprise".into(),
                         Class::Negative => NEG_CASME2[rng.below(0, NEG_CASME2.len())].into(),
                     };
-                    (sub.clone(), name.clone(), PathBuf::from("CASME2/Cropped").join(&sub).join(&name), "reg_img".into(), emo)
+                    (
+                        sub.clone(),
+                        name.clone(),
+                        PathBuf::from("CASME2/Cropped").join(&sub).join(&name),
+                        "reg_img".into(),
+                        emo,
+                    )
                 }
                 Dataset::CasMeSquared => {
                     let name = loop {
-                        let n = format!("{}_{}", videos[rng.below(0, videos.len())], rng.below(1, 15));
+                        let n = format!(
+                            "{}_{}",
+                            videos[rng.below(0, videos.len())],
+                            rng.below(1, 15)
+                        );
                         if used.insert(n.clone()) {
                             break n;
                         }
                     };
                     let sub = casme_sq_folder(local).to_string();
-                    (sub.clone(), name.clone(), PathBuf::from("CAS(ME)^2/cropped").join(&sub).join(&name), "img".into(), class.name().into())
+                    (
+                        sub.clone(),
+                        name.clone(),
+                        PathBuf::from("CAS(ME)^2/cropped").join(&sub).join(&name),
+                        "img".into(),
+                        class.name().into(),
+                    )
                 }
             };
-            let meta = SampleMeta { dataset, subject, sample, onset, apex, class };
-            plans.push(Plan { meta, face, dir, prefix, emotion, aus: String::new(), index: k });
+            let meta = SampleMeta {
+                dataset,
+                subject,
+                sample,
+                onset,
+                apex,
+                class,
+            };
+            plans.push(Plan {
+                meta,
+                face,
+                dir,
+                prefix,
+                emotion,
+                aus: String::new(),
+                index: k,
+            });
             k += 1;
         }
         // rows the 3-class rules drop, once per database (on its first subject)
         if cfg.extra_rows && local == 1 {
             match dataset {
                 Dataset::Casme1 => {
-                    c1_rows.push(row(&[1.into(), "EP99_1".into(), Value::Empty, 20.into(), 25.into(), Value::Empty, 30.into(), Value::Empty, 333.into(), 500.into(), "14".into(), "tense".into()]));
+                    c1_rows.push(row(&[
+                        1.into(),
+                        "EP99_1".into(),
+                        Value::Empty,
+                        20.into(),
+                        25.into(),
+                        Value::Empty,
+                        30.into(),
+                        Value::Empty,
+                        333.into(),
+                        500.into(),
+                        "14".into(),
+                        "tense".into(),
+                    ]));
                     extra += 1;
                 }
                 Dataset::Casme2 => {
-                    c2_rows.push(row(&[Value::Text("01".into()), "EP99_01".into(), Value::Empty, 10.into(), 20.into(), 40.into(), Value::Empty, "4".into(), "others".into()]));
-                    c2_rows.push(row(&[1.into(), "EP99_02f".into(), Value::Empty, 10.into(), "/".into(), 40.into(), Value::Empty, "12".into(), "happiness".into()]));
+                    c2_rows.push(row(&[
+                        Value::Text("01".into()),
+                        "EP99_01".into(),
+                        Value::Empty,
+                        10.into(),
+                        20.into(),
+                        40.into(),
+                        Value::Empty,
+                        "4".into(),
+                        "others".into(),
+                    ]));
+                    c2_rows.push(row(&[
+                        1.into(),
+                        "EP99_02f".into(),
+                        Value::Empty,
+                        10.into(),
+                        "/".into(),
+                        40.into(),
+                        Value::Empty,
+                        "12".into(),
+                        "happiness".into(),
+                    ]));
                     extra += 2;
                 }
                 Dataset::CasMeSquared => {
-                    sq_rows.push(row(&[1.into(), "disgust1_99".into(), 10.into(), 20.into(), 0.into(), "4+9".into(), "negative".into(), "macro-expression".into(), "disgust".into()]));
-                    sq_rows.push(row(&[1.into(), "happy1_99".into(), 10.into(), 20.into(), 30.into(), "12".into(), "others".into(), "micro-expression".into(), "happy".into()]));
+                    sq_rows.push(row(&[
+                        1.into(),
+                        "disgust1_99".into(),
+                        10.into(),
+                        20.into(),
+                        0.into(),
+                        "4+9".into(),
+                        "negative".into(),
+                        "macro-expression".into(),
+                        "disgust".into(),
+                    ]));
+                    sq_rows.push(row(&[
+                        1.into(),
+                        "happy1_99".into(),
+                        10.into(),
+                        20.into(),
+                        30.into(),
+                        "12".into(),
+                        "others".into(),
+                        "micro-expression".into(),
+                        "happy".into(),
+                    ]));
                     extra += 2;
                 }
             }
         }
     }
     let casme_sq = vec![
-        SheetData { name: "CASFEcode_final".into(), rows: sq_rows },
-        SheetData { name: "naming rule1".into(), rows: rule1 },
-        SheetData { name: "naming rule2".into(), rows: rule2 },
+        SheetData {
+            name: "CASFEcode_final".into(),
+            rows: sq_rows,
+        },
+        SheetData {
+            name: "naming rule1".into(),
+            rows: rule1,
+        },
+        SheetData {
+            name: "naming rule2".into(),
+            rows: rule2,
+        },
     ];
-    let sheet1 = |rows| vec![SheetData { name: "Sheet1".into(), rows }];
+    let sheet1 = |rows| {
+        vec![SheetData {
+            name: "Sheet1".into(),
+            rows,
+        }]
+    };
     (plans, sheet1(c1_rows), sheet1(c2_rows), casme_sq, extra)
 }
 
@@ -666,7 +964,10 @@ fn row(cells: &[Value]) -> Vec<Value> {
 }
 
 fn au_text(aus: &[u32]) -> String {
-    aus.iter().map(|a| a.to_string()).collect::<Vec<_>>().join("+")
+    aus.iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join("+")
 }
 
 /// Writes the synthetic database into `out`, which must not exist or be an empty folder.
@@ -675,13 +976,22 @@ fn au_text(aus: &[u32]) -> String {
 pub fn synthesize(out: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
     cfg.validate()?;
     if out.exists() {
-        let empty = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.next().is_none();
+        let empty = std::fs::read_dir(out)
+            .map_err(|e| Error::io(out, e))?
+            .next()
+            .is_none();
         if !empty {
-            return Err(Error::Invalid(format!("{} exists and is not empty", out.display())));
+            return Err(Error::Invalid(format!(
+                "{} exists and is not empty",
+                out.display()
+            )));
         }
         std::fs::remove_dir(out).map_err(|e| Error::io(out, e))?;
     }
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "synth".into());
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "synth".into());
     let tmp = out.with_file_name(format!("{name}.partial"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -696,7 +1006,9 @@ pub fn synthesize(out: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
 
 fn write_database(root: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
     let (mut plans, mut c1, mut c2, mut sq, extra) = plan(cfg);
-    let faces: Vec<Face> = (0..cfg.subjects).map(|s| Face::new(&mut Rng::new(cfg.seed, &[0xFACE, s as u64]), cfg.size)).collect();
+    let faces: Vec<Face> = (0..cfg.subjects)
+        .map(|s| Face::new(&mut Rng::new(cfg.seed, &[0xFACE, s as u64]), cfg.size))
+        .collect();
     let pb = indicatif::ProgressBar::new(plans.len() as u64).with_message("synthesising");
     pb.set_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} samples ({elapsed})")
@@ -740,7 +1052,11 @@ fn write_database(root: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
                     Value::Empty,
                     m.onset.into(),
                     m.apex.into(),
-                    if p.index % 3 == 0 { "\\".into() } else { Value::Empty },
+                    if p.index % 3 == 0 {
+                        "\\".into()
+                    } else {
+                        Value::Empty
+                    },
                     (m.onset + last).into(),
                     Value::Empty,
                     ms(m.apex - m.onset),
@@ -751,7 +1067,11 @@ fn write_database(root: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
             }
             Dataset::Casme2 => {
                 // the subject as a number in some rows and as text in others (both releases)
-                let subject = if subject_number.is_multiple_of(2) { Value::Text(format!("{subject_number:02}")) } else { subject_number.into() };
+                let subject = if subject_number.is_multiple_of(2) {
+                    Value::Text(format!("{subject_number:02}"))
+                } else {
+                    subject_number.into()
+                };
                 c2[0].rows.push(row(&[
                     subject,
                     m.sample.as_str().into(),
@@ -766,7 +1086,9 @@ fn write_database(root: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
             }
             Dataset::CasMeSquared => {
                 let folder: usize = m.subject.parse().unwrap_or(0);
-                let participant = (1..=cfg.subjects).find(|&q| casme_sq_folder(q) == folder).unwrap_or(0);
+                let participant = (1..=cfg.subjects)
+                    .find(|&q| casme_sq_folder(q) == folder)
+                    .unwrap_or(0);
                 sq[0].rows.push(row(&[
                     (participant as u32).into(),
                     m.sample.as_str().into(),
@@ -787,7 +1109,13 @@ fn write_database(root: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
     let mut list: Vec<SampleMeta> = plans.iter().map(|p| p.meta.clone()).collect();
     crate::list::sort_samples(&mut list);
     write_list(&root.join(SYNTH_LIST), &list)?;
-    Ok(SynthReport { config: cfg.clone(), version: SYNTH_VERSION, samples: list.len(), dropped_rows: extra, images: list.len() * cfg.frames })
+    Ok(SynthReport {
+        config: cfg.clone(),
+        version: SYNTH_VERSION,
+        samples: list.len(),
+        dropped_rows: extra,
+        images: list.len() * cfg.frames,
+    })
 }
 
 /// Reads the completion marker of a synthetic database, if it is complete.
@@ -811,8 +1139,16 @@ pub fn ensure_synth(path: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
             r.version
         )));
     }
-    if path.exists() && std::fs::read_dir(path).map_err(|e| Error::io(path, e))?.next().is_some() {
-        return Err(Error::Invalid(format!("{} exists but is not a complete synthetic database (no {SYNTH_MARKER})", path.display())));
+    if path.exists()
+        && std::fs::read_dir(path)
+            .map_err(|e| Error::io(path, e))?
+            .next()
+            .is_some()
+    {
+        return Err(Error::Invalid(format!(
+            "{} exists but is not a complete synthetic database (no {SYNTH_MARKER})",
+            path.display()
+        )));
     }
     tracing::info!(path = %path.display(), "generating the synthetic database");
     synthesize(path, cfg)

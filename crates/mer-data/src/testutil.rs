@@ -6,15 +6,22 @@ use std::path::{Path, PathBuf};
 /// workspace root). `None` (with a printed reason) when absent, except under `CI=true`,
 /// where absence fails the test.
 pub(crate) fn reference_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("MER_REFERENCE_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference")
-    });
+    let dir = std::env::var_os("MER_REFERENCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference"));
     if dir.join("combined_3class.csv").is_file() {
         return Some(dir);
     }
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    assert!(!ci, "reference folder {} is missing (CI=true: it must be present)", dir.display());
-    eprintln!("skipped: reference folder {} not found (set MER_REFERENCE_DIR)", dir.display());
+    assert!(
+        !ci,
+        "reference folder {} is missing (CI=true: it must be present)",
+        dir.display()
+    );
+    eprintln!(
+        "skipped: reference folder {} not found (set MER_REFERENCE_DIR)",
+        dir.display()
+    );
     None
 }
 

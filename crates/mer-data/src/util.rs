@@ -9,9 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 /// Creates the parent folders.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let n = COUNTER.fetch_add(1, AtomicOrdering::Relaxed);
     let tmp = parent.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
@@ -37,7 +43,11 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
             }
             let da = trim_zeros(&a[si..i]);
             let db = trim_zeros(&b[sj..j]);
-            let ord = da.len().cmp(&db.len()).then_with(|| da.cmp(db)).then_with(|| (i - si).cmp(&(j - sj)));
+            let ord = da
+                .len()
+                .cmp(&db.len())
+                .then_with(|| da.cmp(db))
+                .then_with(|| (i - si).cmp(&(j - sj)));
             if ord != Ordering::Equal {
                 return ord;
             }
@@ -134,10 +144,12 @@ mod tests {
 
     #[test]
     fn rng_is_deterministic() {
-        let a: Vec<u64> = (0..4).map({
-            let mut r = Rng::new(7, &[1, 2]);
-            move |_| r.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut r = Rng::new(7, &[1, 2]);
+                move |_| r.next_u64()
+            })
+            .collect();
         let mut r = Rng::new(7, &[1, 2]);
         assert_eq!(a, (0..4).map(|_| r.next_u64()).collect::<Vec<_>>());
         assert_ne!(Rng::new(7, &[1, 3]).next_u64(), a[0]);

@@ -121,8 +121,13 @@ pub fn xlsx_bytes(sheets: &[SheetData]) -> Result<Vec<u8>> {
     for (i, sh) in sheets.iter().enumerate() {
         let n = i + 1;
         types.push_str(&format!(r#"<Override PartName="/xl/worksheets/sheet{n}.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>"#));
-        wb.push_str(&format!(r#"<sheet name="{}" sheetId="{n}" r:id="rId{n}"/>"#, xml_escape(&sh.name)));
-        rels.push_str(&format!(r#"<Relationship Id="rId{n}" Type="{REL}/worksheet" Target="worksheets/sheet{n}.xml"/>"#));
+        wb.push_str(&format!(
+            r#"<sheet name="{}" sheetId="{n}" r:id="rId{n}"/>"#,
+            xml_escape(&sh.name)
+        ));
+        rels.push_str(&format!(
+            r#"<Relationship Id="rId{n}" Type="{REL}/worksheet" Target="worksheets/sheet{n}.xml"/>"#
+        ));
     }
     types.push_str("</Types>");
     wb.push_str("</sheets></workbook>");
@@ -130,9 +135,15 @@ pub fn xlsx_bytes(sheets: &[SheetData]) -> Result<Vec<u8>> {
         r#"<Relationship Id="rId{}" Type="{REL}/sharedStrings" Target="sharedStrings.xml"/></Relationships>"#,
         sheets.len() + 1
     ));
-    let mut sst = format!(r#"{HEAD}<sst xmlns="{MAIN}" count="{0}" uniqueCount="{0}">"#, strings.len());
+    let mut sst = format!(
+        r#"{HEAD}<sst xmlns="{MAIN}" count="{0}" uniqueCount="{0}">"#,
+        strings.len()
+    );
     for s in &strings {
-        sst.push_str(&format!(r#"<si><t xml:space="preserve">{}</t></si>"#, xml_escape(s)));
+        sst.push_str(&format!(
+            r#"<si><t xml:space="preserve">{}</t></si>"#,
+            xml_escape(s)
+        ));
     }
     sst.push_str("</sst>");
     let root_rels = format!(
@@ -140,7 +151,8 @@ pub fn xlsx_bytes(sheets: &[SheetData]) -> Result<Vec<u8>> {
     );
 
     let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
     let mut parts: Vec<(String, String)> = vec![
         ("[Content_Types].xml".into(), types),
         ("_rels/.rels".into(), root_rels),
@@ -190,7 +202,10 @@ pub fn biff8_stream(sheets: &[SheetData]) -> Result<Vec<u8>> {
     let mut bodies = Vec::new();
     for sh in sheets {
         if sh.rows.len() > 65_536 || sh.rows.iter().any(|r| r.len() > 256) {
-            return Err(Error::Invalid(format!("sheet `{}` exceeds the .xls limits (65536 rows, 256 columns)", sh.name)));
+            return Err(Error::Invalid(format!(
+                "sheet `{}` exceeds the .xls limits (65536 rows, 256 columns)",
+                sh.name
+            )));
         }
         let mut b = Vec::new();
         record(&mut b, 0x0809, &bof(0x0010));
@@ -222,7 +237,10 @@ pub fn biff8_stream(sheets: &[SheetData]) -> Result<Vec<u8>> {
                     Value::Text(s) => {
                         let n = s.encode_utf16().count();
                         if n > 4000 {
-                            return Err(Error::Invalid(format!("text cell too long for a LABEL record in sheet `{}`", sh.name)));
+                            return Err(Error::Invalid(format!(
+                                "text cell too long for a LABEL record in sheet `{}`",
+                                sh.name
+                            )));
                         }
                         d.extend_from_slice(&(n as u16).to_le_bytes());
                         d.push(1); // fHighByte: UTF-16LE
@@ -244,7 +262,10 @@ pub fn biff8_stream(sheets: &[SheetData]) -> Result<Vec<u8>> {
     for (sh, body) in sheets.iter().zip(&bodies) {
         let name = sh.name.encode_utf16().count();
         if name == 0 || name > 31 {
-            return Err(Error::Invalid(format!("sheet name `{}` must have 1 to 31 characters", sh.name)));
+            return Err(Error::Invalid(format!(
+                "sheet name `{}` must have 1 to 31 characters",
+                sh.name
+            )));
         }
         let mut d = Vec::new();
         d.extend_from_slice(&(pos as u32).to_le_bytes());
@@ -268,7 +289,8 @@ pub fn biff8_stream(sheets: &[SheetData]) -> Result<Vec<u8>> {
 pub fn xls_bytes(sheets: &[SheetData]) -> Result<Vec<u8>> {
     let stream = biff8_stream(sheets)?;
     let cerr = |e: std::io::Error| Error::Invalid(format!("writing the xls compound file: {e}"));
-    let mut cf = cfb::CompoundFile::create_with_version(cfb::Version::V3, Cursor::new(Vec::new())).map_err(cerr)?;
+    let mut cf = cfb::CompoundFile::create_with_version(cfb::Version::V3, Cursor::new(Vec::new()))
+        .map_err(cerr)?;
     {
         let mut s = cf.create_stream("/Workbook").map_err(cerr)?;
         s.write_all(&stream).map_err(cerr)?;
@@ -298,13 +320,26 @@ mod tests {
             SheetData {
                 name: "Sheet1".into(),
                 rows: vec![
-                    vec!["Subject".into(), "Filename".into(), Value::Empty, "OnsetF".into()],
+                    vec![
+                        "Subject".into(),
+                        "Filename".into(),
+                        Value::Empty,
+                        "OnsetF".into(),
+                    ],
                     vec![1.into(), "EP01_5".into(), Value::Empty, 113.into()],
-                    vec![12.into(), "EP13_10".into(), Value::Empty, Value::Number(2.5)],
+                    vec![
+                        12.into(),
+                        "EP13_10".into(),
+                        Value::Empty,
+                        Value::Number(2.5),
+                    ],
                     vec![Value::Empty, "\\".into(), Value::Empty, "/".into()],
                 ],
             },
-            SheetData { name: "naming rule1".into(), rows: vec![vec![15.into(), "s15 <&> é".into(), 1.into()]] },
+            SheetData {
+                name: "naming rule1".into(),
+                rows: vec![vec![15.into(), "s15 <&> é".into(), 1.into()]],
+            },
         ]
     }
 
@@ -312,7 +347,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(format!("w.{ext}"));
         let sheets = sample_sheets();
-        if ext == "xls" { write_xls(&path, &sheets).unwrap() } else { write_xlsx(&path, &sheets).unwrap() }
+        if ext == "xls" {
+            write_xls(&path, &sheets).unwrap()
+        } else {
+            write_xlsx(&path, &sheets).unwrap()
+        }
         let back = read_workbook(&path).unwrap();
         assert_eq!(back.len(), 2);
         for (w, r) in sheets.iter().zip(&back) {

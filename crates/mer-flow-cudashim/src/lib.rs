@@ -9,7 +9,12 @@
 use std::ffi::{c_char, c_int, c_uint, c_void, CString};
 
 extern "C" {
-    fn mer_shim_launch(name: *const c_char, grid: c_uint, block: c_uint, args: *mut *mut c_void) -> c_int;
+    fn mer_shim_launch(
+        name: *const c_char,
+        grid: c_uint,
+        block: c_uint,
+        args: *mut *mut c_void,
+    ) -> c_int;
 }
 
 /// Runs kernel `name` on a 1-D grid of `grid` blocks of `block` threads, one
@@ -20,7 +25,12 @@ extern "C" {
 /// `args` must match the kernel's parameter list in number and types, and
 /// every pointer parameter must point to memory that is valid for every index
 /// the kernel touches for this grid.
-pub unsafe fn launch(name: &str, grid: u32, block: u32, args: &mut [*mut c_void]) -> Result<(), String> {
+pub unsafe fn launch(
+    name: &str,
+    grid: u32,
+    block: u32,
+    args: &mut [*mut c_void],
+) -> Result<(), String> {
     let c = CString::new(name).map_err(|e| e.to_string())?;
     // SAFETY: the caller upholds the argument contract; `c` is a valid C string.
     let rc = unsafe { mer_shim_launch(c.as_ptr(), grid, block, args.as_mut_ptr()) };

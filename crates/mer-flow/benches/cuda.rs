@@ -34,11 +34,17 @@ fn batch(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         let id = format!("112x112x{n}");
         for max_batch in [64usize, 256] {
-            let gpu = CudaTvL1::new(params.clone(), 0).unwrap().with_max_batch(max_batch);
-            g.bench_function(BenchmarkId::new(format!("cuda_b{max_batch}"), &id), |bch| bch.iter(|| black_box(gpu.compute_batch(black_box(&refs)))));
+            let gpu = CudaTvL1::new(params.clone(), 0)
+                .unwrap()
+                .with_max_batch(max_batch);
+            g.bench_function(BenchmarkId::new(format!("cuda_b{max_batch}"), &id), |bch| {
+                bch.iter(|| black_box(gpu.compute_batch(black_box(&refs))))
+            });
         }
         if n <= 256 {
-            g.bench_function(BenchmarkId::new("cpu_all_cores", &id), |bch| bch.iter(|| black_box(cpu.compute_batch(black_box(&refs)))));
+            g.bench_function(BenchmarkId::new("cpu_all_cores", &id), |bch| {
+                bch.iter(|| black_box(cpu.compute_batch(black_box(&refs))))
+            });
         }
     }
     g.finish();

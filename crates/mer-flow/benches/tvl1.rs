@@ -20,7 +20,10 @@ use std::hint::black_box;
 
 fn single(c: &mut Criterion) {
     opencv::core::set_num_threads(1).unwrap();
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     let params = TvL1Params::default();
     let ours = TvL1::new(params.clone()).unwrap();
     let mut g = c.benchmark_group("tvl1_single");
@@ -38,7 +41,12 @@ fn single(c: &mut Criterion) {
         let mut ws = Workspace::default();
         let mut out = Flow::zeros(1, 1).unwrap();
         g.bench_with_input(BenchmarkId::new("ours", &id), &(), |bch, _| {
-            one.install(|| bch.iter(|| ours.compute_into(&mut ws, black_box(&ga), black_box(&gb), None, &mut out).unwrap()))
+            one.install(|| {
+                bch.iter(|| {
+                    ours.compute_into(&mut ws, black_box(&ga), black_box(&gb), None, &mut out)
+                        .unwrap()
+                })
+            })
         });
         let mut tv = opencv_tvl1(&params);
         g.bench_with_input(BenchmarkId::new("opencv", &id), &(), |bch, _| {
@@ -59,20 +67,27 @@ fn batch(c: &mut Criterion) {
             (a, b)
         })
         .collect();
-    let grays: Vec<(GrayImage, GrayImage)> = pairs.iter().map(|(a, b)| (gray(112, 112, a), gray(112, 112, b))).collect();
+    let grays: Vec<(GrayImage, GrayImage)> = pairs
+        .iter()
+        .map(|(a, b)| (gray(112, 112, a), gray(112, 112, b)))
+        .collect();
     let refs: Vec<(&GrayImage, &GrayImage)> = grays.iter().map(|(a, b)| (a, b)).collect();
     let mut g = c.benchmark_group("tvl1_batch");
     g.sample_size(10);
     g.throughput(criterion::Throughput::Elements(n as u64));
     let id = format!("112x112x{n}");
-    g.bench_function(BenchmarkId::new("ours", &id), |bch| bch.iter(|| black_box(ours.compute_batch(&refs))));
+    g.bench_function(BenchmarkId::new("ours", &id), |bch| {
+        bch.iter(|| black_box(ours.compute_batch(&refs)))
+    });
     g.bench_function(BenchmarkId::new("opencv", &id), |bch| {
         bch.iter(|| {
             pairs
                 .par_iter()
                 .map_init(
                     || opencv_tvl1(&params),
-                    |tv, (a, b)| opencv_flow(tv, 112, 112, &mat_u8(112, 112, a), &mat_u8(112, 112, b)),
+                    |tv, (a, b)| {
+                        opencv_flow(tv, 112, 112, &mat_u8(112, 112, a), &mat_u8(112, 112, b))
+                    },
                 )
                 .collect::<Vec<_>>()
         })

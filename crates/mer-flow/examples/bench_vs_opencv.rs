@@ -19,10 +19,15 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let rounds: usize = std::env::args().nth(1).map_or(15, |s| s.parse().expect("ROUNDS"));
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .map_or(15, |s| s.parse().expect("ROUNDS"));
     opencv::core::set_num_threads(1).unwrap();
     let params = TvL1Params::default();
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     let ours = TvL1::new(params.clone()).unwrap();
     println!("| size | ours (s) | OpenCV (s) | OpenCV / ours | mean EPE ours vs OpenCV |");
     println!("|---|---|---|---|---|");
@@ -38,13 +43,20 @@ fn main() {
         let mut tv = opencv_tvl1(&params);
         let mut ws = Workspace::default();
         let mut out = Flow::zeros(1, 1).unwrap();
-        let n = if w * h > 100_000 { rounds.div_ceil(3).max(5) } else { rounds };
+        let n = if w * h > 100_000 {
+            rounds.div_ceil(3).max(5)
+        } else {
+            rounds
+        };
         let (mut to, mut tc) = (Vec::new(), Vec::new());
         let mut theirs = Flow::zeros(1, 1).unwrap();
         for r in 0..n + 1 {
             let mut run_ours = || {
                 let t = Instant::now();
-                one.install(|| ours.compute_into(&mut ws, &ga, &gb, None, &mut out).unwrap());
+                one.install(|| {
+                    ours.compute_into(&mut ws, &ga, &gb, None, &mut out)
+                        .unwrap()
+                });
                 t.elapsed().as_secs_f64()
             };
             let mut run_cv = || {
@@ -52,14 +64,23 @@ fn main() {
                 theirs = opencv_flow(&mut tv, w, h, &ma, &mb);
                 t.elapsed().as_secs_f64()
             };
-            let (x, y) = if r % 2 == 0 { (run_ours(), run_cv()) } else { let y = run_cv(); (run_ours(), y) };
+            let (x, y) = if r % 2 == 0 {
+                (run_ours(), run_cv())
+            } else {
+                let y = run_cv();
+                (run_ours(), y)
+            };
             if r > 0 {
                 to.push(x);
                 tc.push(y);
             }
         }
         let (mo, mc) = (median(&mut to), median(&mut tc));
-        println!("| {w}x{h}, 1 thread | {mo:.4} | {mc:.4} | {:.2}x | {:.1e} |", mc / mo, out.mean_epe(&theirs).unwrap());
+        println!(
+            "| {w}x{h}, 1 thread | {mo:.4} | {mc:.4} | {:.2}x | {:.1e} |",
+            mc / mo,
+            out.mean_epe(&theirs).unwrap()
+        );
     }
     // Batch throughput: 64 pairs of 112x112 on all cores.
     let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..64)
@@ -68,9 +89,15 @@ fn main() {
             (a, b)
         })
         .collect();
-    let grays: Vec<(GrayImage, GrayImage)> = pairs.iter().map(|(a, b)| (gray(112, 112, a), gray(112, 112, b))).collect();
+    let grays: Vec<(GrayImage, GrayImage)> = pairs
+        .iter()
+        .map(|(a, b)| (gray(112, 112, a), gray(112, 112, b)))
+        .collect();
     let refs: Vec<(&GrayImage, &GrayImage)> = grays.iter().map(|(a, b)| (a, b)).collect();
-    let mats: Vec<_> = pairs.iter().map(|(a, b)| (mat_u8(112, 112, a), mat_u8(112, 112, b))).collect();
+    let mats: Vec<_> = pairs
+        .iter()
+        .map(|(a, b)| (mat_u8(112, 112, a), mat_u8(112, 112, b)))
+        .collect();
     let (mut to, mut tc) = (Vec::new(), Vec::new());
     for _ in 0..rounds.div_ceil(3).max(3) {
         let t = Instant::now();
@@ -78,7 +105,13 @@ fn main() {
         assert!(r.iter().all(|f| f.is_ok()));
         to.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let _: Vec<Flow> = mats.par_iter().map_init(|| opencv_tvl1(&params), |tv, (a, b)| opencv_flow(tv, 112, 112, a, b)).collect();
+        let _: Vec<Flow> = mats
+            .par_iter()
+            .map_init(
+                || opencv_tvl1(&params),
+                |tv, (a, b)| opencv_flow(tv, 112, 112, a, b),
+            )
+            .collect();
         tc.push(t.elapsed().as_secs_f64());
     }
     let (mo, mc) = (median(&mut to), median(&mut tc));

@@ -78,7 +78,9 @@ impl TvL1 {
     pub fn compute_on(&self, device: Device, prev: &GrayImage, next: &GrayImage) -> Result<Flow> {
         match device {
             Device::Cpu => self.compute(prev, next),
-            Device::Cuda(ordinal) => cuda_batch(self, ordinal, &[(prev, next)])?.pop().expect("one result per pair"),
+            Device::Cuda(ordinal) => cuda_batch(self, ordinal, &[(prev, next)])?
+                .pop()
+                .expect("one result per pair"),
         }
     }
 
@@ -86,7 +88,11 @@ impl TvL1 {
     /// through each kernel together (up to 256 per launch): this is where a
     /// GPU wins, hundreds of small pairs. When the device cannot be used, every
     /// pair gets that error.
-    pub fn compute_batch_on(&self, device: Device, pairs: &[(&GrayImage, &GrayImage)]) -> Vec<Result<Flow>> {
+    pub fn compute_batch_on(
+        &self,
+        device: Device,
+        pairs: &[(&GrayImage, &GrayImage)],
+    ) -> Vec<Result<Flow>> {
         match device {
             Device::Cpu => self.compute_batch(pairs),
             Device::Cuda(ordinal) => match cuda_batch(self, ordinal, pairs) {
@@ -101,13 +107,21 @@ impl TvL1 {
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_batch(tv: &TvL1, ordinal: usize, pairs: &[(&GrayImage, &GrayImage)]) -> Result<Vec<Result<Flow>>> {
+fn cuda_batch(
+    tv: &TvL1,
+    ordinal: usize,
+    pairs: &[(&GrayImage, &GrayImage)],
+) -> Result<Vec<Result<Flow>>> {
     let gpu = crate::cuda::CudaTvL1::new(tv.params().clone(), ordinal)?;
     Ok(gpu.compute_batch(pairs))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_batch(_tv: &TvL1, _ordinal: usize, _pairs: &[(&GrayImage, &GrayImage)]) -> Result<Vec<Result<Flow>>> {
+fn cuda_batch(
+    _tv: &TvL1,
+    _ordinal: usize,
+    _pairs: &[(&GrayImage, &GrayImage)],
+) -> Result<Vec<Result<Flow>>> {
     Err(not_compiled())
 }
 
@@ -119,9 +133,14 @@ mod tests {
     #[test]
     fn cpu_device_equals_cpu_path_and_cuda_fails_cleanly_without_gpu() {
         let tv = TvL1::new(TvL1Params::default()).unwrap();
-        let a = GrayImage::new(24, 20, (0..480).map(|i| ((i * 37) % 251) as f32).collect()).unwrap();
-        let b = GrayImage::new(24, 20, (0..480).map(|i| ((i * 41) % 251) as f32).collect()).unwrap();
-        assert_eq!(tv.compute_on(Device::Cpu, &a, &b).unwrap(), tv.compute(&a, &b).unwrap());
+        let a =
+            GrayImage::new(24, 20, (0..480).map(|i| ((i * 37) % 251) as f32).collect()).unwrap();
+        let b =
+            GrayImage::new(24, 20, (0..480).map(|i| ((i * 41) % 251) as f32).collect()).unwrap();
+        assert_eq!(
+            tv.compute_on(Device::Cpu, &a, &b).unwrap(),
+            tv.compute(&a, &b).unwrap()
+        );
         assert_eq!(Device::default(), Device::Cpu);
         assert_eq!(Device::Cuda(1).to_string(), "cuda:1");
         // Without a GPU (or without the feature) the CUDA device is an error, not a panic.

@@ -15,13 +15,21 @@ impl GrayImage {
     /// An image from row-major values; fails on zero size or a wrong length.
     pub fn new(width: usize, height: usize, data: Vec<f32>) -> Result<Self> {
         check_dims("image", width, height, 1, data.len())?;
-        Ok(Self { width, height, data })
+        Ok(Self {
+            width,
+            height,
+            data,
+        })
     }
 
     /// An image from 8-bit gray values (converted to f32 0..=255).
     pub fn from_u8(width: usize, height: usize, data: &[u8]) -> Result<Self> {
         check_dims("image", width, height, 1, data.len())?;
-        Ok(Self { width, height, data: data.iter().map(|&v| f32::from(v)).collect() })
+        Ok(Self {
+            width,
+            height,
+            data: data.iter().map(|&v| f32::from(v)).collect(),
+        })
     }
 
     /// A zero image.
@@ -50,7 +58,12 @@ impl GrayImage {
     /// # Panics
     /// When `x` or `y` is outside the image.
     pub fn get(&self, x: usize, y: usize) -> f32 {
-        assert!(x < self.width && y < self.height, "pixel ({x},{y}) outside {}x{}", self.width, self.height);
+        assert!(
+            x < self.width && y < self.height,
+            "pixel ({x},{y}) outside {}x{}",
+            self.width,
+            self.height
+        );
         self.data[y * self.width + x]
     }
     /// Consumes the image, returning its values.
@@ -72,7 +85,11 @@ impl Flow {
     /// A flow from interleaved `(u, v)` values; fails on zero size or a wrong length.
     pub fn new(width: usize, height: usize, data: Vec<f32>) -> Result<Self> {
         check_dims("flow", width, height, 2, data.len())?;
-        Ok(Self { width, height, data })
+        Ok(Self {
+            width,
+            height,
+            data,
+        })
     }
 
     /// A flow from separate u and v planes.
@@ -80,7 +97,11 @@ impl Flow {
         check_dims("flow u", width, height, 1, u.len())?;
         check_dims("flow v", width, height, 1, v.len())?;
         let data = u.iter().zip(v).flat_map(|(&a, &b)| [a, b]).collect();
-        Ok(Self { width, height, data })
+        Ok(Self {
+            width,
+            height,
+            data,
+        })
     }
 
     /// A zero flow.
@@ -113,7 +134,12 @@ impl Flow {
     /// # Panics
     /// When `x` or `y` is outside the field.
     pub fn get(&self, x: usize, y: usize) -> (f32, f32) {
-        assert!(x < self.width && y < self.height, "pixel ({x},{y}) outside {}x{}", self.width, self.height);
+        assert!(
+            x < self.width && y < self.height,
+            "pixel ({x},{y}) outside {}x{}",
+            self.width,
+            self.height
+        );
         let i = 2 * (y * self.width + x);
         (self.data[i], self.data[i + 1])
     }
@@ -147,17 +173,34 @@ impl Flow {
         self.width = width;
         self.height = height;
         self.data.clear();
-        self.data.extend(u.iter().zip(v).flat_map(|(&a, &b)| [a, b]));
+        self.data
+            .extend(u.iter().zip(v).flat_map(|(&a, &b)| [a, b]));
     }
 }
 
-fn check_dims(what: &'static str, width: usize, height: usize, channels: usize, found: usize) -> Result<()> {
+fn check_dims(
+    what: &'static str,
+    width: usize,
+    height: usize,
+    channels: usize,
+    found: usize,
+) -> Result<()> {
     if width == 0 || height == 0 {
-        return Err(Error::Empty { what, width, height });
+        return Err(Error::Empty {
+            what,
+            width,
+            height,
+        });
     }
     let expected = width * height * channels;
     if found != expected {
-        return Err(Error::BadLength { what, width, height, expected, found });
+        return Err(Error::BadLength {
+            what,
+            width,
+            height,
+            expected,
+            found,
+        });
     }
     Ok(())
 }
@@ -168,9 +211,22 @@ mod tests {
 
     #[test]
     fn bad_dimensions_are_errors() {
-        assert!(matches!(GrayImage::new(0, 4, vec![]), Err(Error::Empty { .. })));
-        assert!(matches!(GrayImage::new(2, 2, vec![0.0; 3]), Err(Error::BadLength { expected: 4, found: 3, .. })));
-        assert!(matches!(Flow::new(2, 2, vec![0.0; 4]), Err(Error::BadLength { expected: 8, .. })));
+        assert!(matches!(
+            GrayImage::new(0, 4, vec![]),
+            Err(Error::Empty { .. })
+        ));
+        assert!(matches!(
+            GrayImage::new(2, 2, vec![0.0; 3]),
+            Err(Error::BadLength {
+                expected: 4,
+                found: 3,
+                ..
+            })
+        ));
+        assert!(matches!(
+            Flow::new(2, 2, vec![0.0; 4]),
+            Err(Error::BadLength { expected: 8, .. })
+        ));
     }
 
     #[test]

@@ -9,14 +9,27 @@ use std::path::Path;
 const FLO_MAGIC: f32 = 202021.25;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| Error::Format { path: path.to_path_buf(), why: "not a file path".into() })?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| Error::Format {
+        path: path.to_path_buf(),
+        why: "not a file path".into(),
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
     f.write_all(bytes).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
@@ -45,9 +58,15 @@ pub fn write_flo(path: &Path, flow: &Flow) -> Result<()> {
 /// Reads a Middlebury `.flo` file.
 pub fn read_flo(path: &Path) -> Result<Flow> {
     let b = std::fs::read(path).map_err(io_err(path))?;
-    let bad = |why: String| Error::Format { path: path.to_path_buf(), why };
+    let bad = |why: String| Error::Format {
+        path: path.to_path_buf(),
+        why,
+    };
     if b.len() < 12 {
-        return Err(bad(format!("too short for a .flo header: {} bytes", b.len())));
+        return Err(bad(format!(
+            "too short for a .flo header: {} bytes",
+            b.len()
+        )));
     }
     let word = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
     let magic = f32::from_le_bytes(word(0));
@@ -60,16 +79,26 @@ pub fn read_flo(path: &Path) -> Result<Flow> {
     }
     let n = 2 * w as usize * h as usize;
     if b.len() != 12 + 4 * n {
-        return Err(bad(format!("expected {} bytes for {w}x{h}, found {}", 12 + 4 * n, b.len())));
+        return Err(bad(format!(
+            "expected {} bytes for {w}x{h}, found {}",
+            12 + 4 * n,
+            b.len()
+        )));
     }
-    let data = (0..n).map(|k| f32::from_le_bytes(word(12 + 4 * k))).collect();
+    let data = (0..n)
+        .map(|k| f32::from_le_bytes(word(12 + 4 * k)))
+        .collect();
     Flow::new(w as usize, h as usize, data)
 }
 
 /// The `.npy` (version 1.0) encoding of little-endian f32 values with a shape.
 pub fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_s = if shape.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let shape_s = if shape.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_s}, }}");
     // Pad so that magic (6) + version (2) + length (2) + header is a multiple of 64, ending in '\n'.
     let total = 10 + header.len() + 1;
@@ -89,7 +118,10 @@ pub fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     let n: usize = shape.iter().product();
     if n != data.len() {
-        return Err(Error::Format { path: path.to_path_buf(), why: format!("shape {shape:?} needs {n} values, found {}", data.len()) });
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            why: format!("shape {shape:?} needs {n} values, found {}", data.len()),
+        });
     }
     write_atomic(path, &npy_bytes(shape, data))
 }
@@ -113,7 +145,10 @@ mod tests {
         assert_eq!(read_flo(&p).unwrap(), f);
         std::fs::write(&p, &flo_bytes(&f)[..20]).unwrap();
         let e = read_flo(&p).unwrap_err().to_string();
-        assert!(e.contains("a.flo") && e.contains("expected 60 bytes"), "{e}");
+        assert!(
+            e.contains("a.flo") && e.contains("expected 60 bytes"),
+            "{e}"
+        );
         std::fs::write(&p, [0u8; 16]).unwrap();
         assert!(read_flo(&p).unwrap_err().to_string().contains("magic"));
         std::fs::remove_dir_all(&dir).unwrap();

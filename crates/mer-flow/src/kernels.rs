@@ -54,7 +54,9 @@ pub(crate) fn iterate(
                     .zip(u2.par_chunks_mut(rows * w))
                     .zip(du[..n].par_chunks_mut(rows * w))
                     .enumerate()
-                    .map(|(b, ((a1, a2), d))| phase_a(f, c, p11, p12, p21, p22, b * rows, a1, a2, d))
+                    .map(|(b, ((a1, a2), d))| {
+                        phase_a(f, c, p11, p12, p21, p22, b * rows, a1, a2, d)
+                    })
                     .sum()
             } else {
                 phase_a(f, c, p11, p12, p21, p22, 0, u1, u2, &mut du[..n])
@@ -65,11 +67,28 @@ pub(crate) fn iterate(
                 p11[..n]
                     .par_chunks_mut(rows * w)
                     .zip(p12[..n].par_chunks_mut(rows * w))
-                    .zip(p21[..n].par_chunks_mut(rows * w).zip(p22[..n].par_chunks_mut(rows * w)))
+                    .zip(
+                        p21[..n]
+                            .par_chunks_mut(rows * w)
+                            .zip(p22[..n].par_chunks_mut(rows * w)),
+                    )
                     .enumerate()
-                    .for_each(|(b, ((q11, q12), (q21, q22)))| phase_b(c.taut, w, h, u1, u2, b * rows, q11, q12, q21, q22));
+                    .for_each(|(b, ((q11, q12), (q21, q22)))| {
+                        phase_b(c.taut, w, h, u1, u2, b * rows, q11, q12, q21, q22)
+                    });
             } else {
-                phase_b(c.taut, w, h, u1, u2, 0, &mut p11[..n], &mut p12[..n], &mut p21[..n], &mut p22[..n]);
+                phase_b(
+                    c.taut,
+                    w,
+                    h,
+                    u1,
+                    u2,
+                    0,
+                    &mut p11[..n],
+                    &mut p12[..n],
+                    &mut p21[..n],
+                    &mut p22[..n],
+                );
             }
             s
         }
@@ -237,8 +256,17 @@ fn phase_a_generic(
         divergence_row(p11, p12, w, y, d1b);
         divergence_row(p21, p22, w, y, d2b);
         let o = y * w;
-        let (ix, iy, g, rc) = (&f.i1wx[o..o + w], &f.i1wy[o..o + w], &f.grad[o..o + w], &f.rho[o..o + w]);
-        let (a1, a2, e) = (&mut u1[r * w..(r + 1) * w], &mut u2[r * w..(r + 1) * w], &mut du[r * w..(r + 1) * w]);
+        let (ix, iy, g, rc) = (
+            &f.i1wx[o..o + w],
+            &f.i1wy[o..o + w],
+            &f.grad[o..o + w],
+            &f.rho[o..o + w],
+        );
+        let (a1, a2, e) = (
+            &mut u1[r * w..(r + 1) * w],
+            &mut u2[r * w..(r + 1) * w],
+            &mut du[r * w..(r + 1) * w],
+        );
         let (d1b, d2b) = (&d1b[..w], &d2b[..w]);
         for x in 0..w {
             let (o1, o2) = (a1[x], a2[x]);
@@ -356,7 +384,12 @@ fn phase_b_generic(
         forward_row(u1, w, h, y, gx1, gy1);
         forward_row(u2, w, h, y, gx2, gy2);
         let s = r * w..(r + 1) * w;
-        let (q11, q12, q21, q22) = (&mut p11[s.clone()], &mut p12[s.clone()], &mut p21[s.clone()], &mut p22[s]);
+        let (q11, q12, q21, q22) = (
+            &mut p11[s.clone()],
+            &mut p12[s.clone()],
+            &mut p21[s.clone()],
+            &mut p22[s],
+        );
         let (gx1, gy1, gx2, gy2) = (&gx1[..w], &gy1[..w], &gx2[..w], &gy2[..w]);
         for x in 0..w {
             dual(&mut q11[x], &mut q12[x], gx1[x], gy1[x], taut);

@@ -13,8 +13,25 @@ fn sort2(p: &mut [f32], a: usize, b: usize) {
 #[inline(always)]
 fn med9(p: &mut [f32; 9]) -> f32 {
     const NET: [(usize, usize); 19] = [
-        (1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
-        (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2),
+        (1, 2),
+        (4, 5),
+        (7, 8),
+        (0, 1),
+        (3, 4),
+        (6, 7),
+        (1, 2),
+        (4, 5),
+        (7, 8),
+        (0, 3),
+        (5, 8),
+        (4, 7),
+        (3, 6),
+        (1, 4),
+        (2, 5),
+        (4, 7),
+        (4, 2),
+        (6, 4),
+        (4, 2),
     ];
     for &(a, b) in NET.iter() {
         sort2(p, a, b);
@@ -125,7 +142,11 @@ mod simd {
 /// Median of 25 values (scalar network).
 #[inline(always)]
 fn med25_scalar(p: &mut [f32; 25]) -> f32 {
-    med25_net!(p, |a: f32, b: f32| if b < a { b } else { a }, |a: f32, b: f32| if b < a { a } else { b });
+    med25_net!(
+        p,
+        |a: f32, b: f32| if b < a { b } else { a },
+        |a: f32, b: f32| if b < a { a } else { b }
+    );
     p[12]
 }
 
@@ -152,7 +173,16 @@ fn median5_row(rows: &[&[f32]; 5], out: &mut [f32]) {
 
 /// Filters rows `y0..y1` of `src` (`w` x `h`) into `dst` (those rows only).
 /// `pad` is scratch of at least `(w + 4) * 5` values.
-pub(crate) fn median_rows(src: &[f32], w: usize, h: usize, k: usize, y0: usize, y1: usize, dst: &mut [f32], pad: &mut Vec<f32>) {
+pub(crate) fn median_rows(
+    src: &[f32],
+    w: usize,
+    h: usize,
+    k: usize,
+    y0: usize,
+    y1: usize,
+    dst: &mut [f32],
+    pad: &mut Vec<f32>,
+) {
     let r = k / 2;
     let pw = w + 2 * r;
     pad.clear();
@@ -191,7 +221,9 @@ mod tests {
     use super::*;
 
     fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 10.0 - 5.0
     }
 
@@ -220,7 +252,9 @@ mod tests {
     fn vector_rows_equal_scalar() {
         let mut seed = 11;
         for w in [8usize, 15, 16, 17, 31, 46, 58, 112] {
-            let rows_v: Vec<Vec<f32>> = (0..5).map(|_| (0..w + 4).map(|_| lcg(&mut seed)).collect()).collect();
+            let rows_v: Vec<Vec<f32>> = (0..5)
+                .map(|_| (0..w + 4).map(|_| lcg(&mut seed)).collect())
+                .collect();
             let rows: [&[f32]; 5] = std::array::from_fn(|i| &rows_v[i][..]);
             let expect: Vec<f32> = (0..w)
                 .map(|x| {

@@ -21,7 +21,9 @@ fn cubic_coeffs(x: f32) -> [f32; 4] {
 pub(crate) fn table() -> &'static [[f32; 16]] {
     static T: OnceLock<Vec<[f32; 16]>> = OnceLock::new();
     T.get_or_init(|| {
-        let one: Vec<[f32; 4]> = (0..TAB).map(|i| cubic_coeffs(i as f32 * (1.0 / TAB as f32))).collect();
+        let one: Vec<[f32; 4]> = (0..TAB)
+            .map(|i| cubic_coeffs(i as f32 * (1.0 / TAB as f32)))
+            .collect();
         let mut t = Vec::with_capacity(TAB * TAB);
         for wy in &one {
             for wx in &one {
@@ -141,7 +143,10 @@ fn interior3(img: &[[f32; 4]], base: usize, w: usize, k: &[f32; 16]) -> [f32; 4]
         let mut out = [0f32; 4];
         for (l, o) in out.iter_mut().enumerate() {
             let row = |b: usize, j: usize| {
-                img[b][l] * k[j * 4] + img[b + 1][l] * k[j * 4 + 1] + img[b + 2][l] * k[j * 4 + 2] + img[b + 3][l] * k[j * 4 + 3]
+                img[b][l] * k[j * 4]
+                    + img[b + 1][l] * k[j * 4 + 1]
+                    + img[b + 2][l] * k[j * 4 + 2]
+                    + img[b + 3][l] * k[j * 4 + 3]
             };
             let mut sum = row(base, 0);
             sum += row(base + w, 1);
@@ -171,7 +176,14 @@ pub(crate) struct WarpIn<'a> {
 /// `remap` calls) and computes |grad I1w|^2 and the constant part of rho
 /// (OpenCV `calcGradRho`) for rows `y0..y0 + rows`; outputs hold those rows.
 #[inline(always)]
-fn warp_rows_generic(a: &WarpIn<'_>, y0: usize, i1wx: &mut [f32], i1wy: &mut [f32], grad: &mut [f32], rho: &mut [f32]) {
+fn warp_rows_generic(
+    a: &WarpIn<'_>,
+    y0: usize,
+    i1wx: &mut [f32],
+    i1wy: &mut [f32],
+    grad: &mut [f32],
+    rho: &mut [f32],
+) {
     let (w, h) = (a.w, a.h);
     let tab = table();
     let rows = i1wx.len() / w;
@@ -192,9 +204,19 @@ fn warp_rows_generic(a: &WarpIn<'_>, y0: usize, i1wx: &mut [f32], i1wy: &mut [f3
         for x in 0..w {
             let t = taps[x];
             let v = if (t.sx as u32) < wu && (t.sy as u32) < hu {
-                interior3(a.packed, t.sy as usize * w + t.sx as usize, w, &tab[t.w as usize])
+                interior3(
+                    a.packed,
+                    t.sy as usize * w + t.sx as usize,
+                    w,
+                    &tab[t.w as usize],
+                )
             } else {
-                [sample(a.i1, w, h, t, tab), sample(a.i1x, w, h, t, tab), sample(a.i1y, w, h, t, tab), 0.0]
+                [
+                    sample(a.i1, w, h, t, tab),
+                    sample(a.i1x, w, h, t, tab),
+                    sample(a.i1y, w, h, t, tab),
+                    0.0,
+                ]
             };
             vw[x] = v[0];
             ox[x] = v[1];
@@ -212,18 +234,39 @@ fn warp_rows_generic(a: &WarpIn<'_>, y0: usize, i1wx: &mut [f32], i1wy: &mut [f3
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn warp_rows_avx512(a: &WarpIn<'_>, y0: usize, i1wx: &mut [f32], i1wy: &mut [f32], grad: &mut [f32], rho: &mut [f32]) {
+unsafe fn warp_rows_avx512(
+    a: &WarpIn<'_>,
+    y0: usize,
+    i1wx: &mut [f32],
+    i1wy: &mut [f32],
+    grad: &mut [f32],
+    rho: &mut [f32],
+) {
     warp_rows_generic(a, y0, i1wx, i1wy, grad, rho)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn warp_rows_avx2(a: &WarpIn<'_>, y0: usize, i1wx: &mut [f32], i1wy: &mut [f32], grad: &mut [f32], rho: &mut [f32]) {
+unsafe fn warp_rows_avx2(
+    a: &WarpIn<'_>,
+    y0: usize,
+    i1wx: &mut [f32],
+    i1wy: &mut [f32],
+    grad: &mut [f32],
+    rho: &mut [f32],
+) {
     warp_rows_generic(a, y0, i1wx, i1wy, grad, rho)
 }
 
 /// See [`warp_rows_generic`]; dispatched on the CPU's instruction set.
-pub(crate) fn warp_rows(a: &WarpIn<'_>, y0: usize, i1wx: &mut [f32], i1wy: &mut [f32], grad: &mut [f32], rho: &mut [f32]) {
+pub(crate) fn warp_rows(
+    a: &WarpIn<'_>,
+    y0: usize,
+    i1wx: &mut [f32],
+    i1wy: &mut [f32],
+    grad: &mut [f32],
+    rho: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if crate::cpu::has_avx512() {

@@ -34,7 +34,11 @@ struct Axis {
 
 /// Horizontal weights: OpenCV clamps `sx` and zeroes the fraction at both ends.
 fn x_axis(src: usize, dst: usize, scale: f64) -> (Axis, usize) {
-    let mut ax = Axis { ofs: Vec::with_capacity(dst), a0: Vec::with_capacity(dst), a1: Vec::with_capacity(dst) };
+    let mut ax = Axis {
+        ofs: Vec::with_capacity(dst),
+        a0: Vec::with_capacity(dst),
+        a1: Vec::with_capacity(dst),
+    };
     let mut xmax = dst;
     for d in 0..dst {
         let f = ((d as f64 + 0.5) * scale - 0.5) as f32;

@@ -22,7 +22,9 @@ impl std::str::FromStr for StrainFormula {
         match s {
             "paper" => Ok(Self::Paper),
             "reference" => Ok(Self::Reference),
-            _ => Err(format!("unknown strain formula {s:?}: expected paper or reference")),
+            _ => Err(format!(
+                "unknown strain formula {s:?}: expected paper or reference"
+            )),
         }
     }
 }
@@ -60,8 +62,10 @@ pub fn sobel(plane: &[f32], w: usize, h: usize) -> (Vec<f32>, Vec<f32>) {
             let xm = reflect101(x as isize - 1, w);
             let xp = reflect101(x as isize + 1, w);
             let p = |xx: usize, yy: usize| plane[yy * w + xx];
-            gx[y * w + x] = (p(xp, ym) - p(xm, ym)) + 2.0 * (p(xp, y) - p(xm, y)) + (p(xp, yp) - p(xm, yp));
-            gy[y * w + x] = (p(xm, yp) - p(xm, ym)) + 2.0 * (p(x, yp) - p(x, ym)) + (p(xp, yp) - p(xp, ym));
+            gx[y * w + x] =
+                (p(xp, ym) - p(xm, ym)) + 2.0 * (p(xp, y) - p(xm, y)) + (p(xp, yp) - p(xm, yp));
+            gy[y * w + x] =
+                (p(xm, yp) - p(xm, ym)) + 2.0 * (p(x, yp) - p(x, ym)) + (p(xp, yp) - p(xp, ym));
         }
     }
     (gx, gy)
@@ -74,7 +78,9 @@ pub fn optical_strain(flow: &Flow, formula: StrainFormula) -> Vec<f32> {
     let (vx, vy) = sobel(&flow.v(), w, h);
     (0..w * h)
         .map(|i| match formula {
-            StrainFormula::Paper => (ux[i] * ux[i] + vy[i] * vy[i] + 0.5 * (uy[i] + vx[i]) * (uy[i] + vx[i])).sqrt(),
+            StrainFormula::Paper => {
+                (ux[i] * ux[i] + vy[i] * vy[i] + 0.5 * (uy[i] + vx[i]) * (uy[i] + vx[i])).sqrt()
+            }
             StrainFormula::Reference => {
                 (ux[i] * ux[i] + uy[i] * uy[i] + 0.5 * (vx[i] + uy[i]) * (vx[i] + uy[i])).sqrt()
             }
@@ -86,7 +92,12 @@ pub fn optical_strain(flow: &Flow, formula: StrainFormula) -> Vec<f32> {
 mod tests {
     use super::*;
 
-    fn check(u: impl Fn(f32, f32) -> f32, v: impl Fn(f32, f32) -> f32, formula: StrainFormula, expected: f32) {
+    fn check(
+        u: impl Fn(f32, f32) -> f32,
+        v: impl Fn(f32, f32) -> f32,
+        formula: StrainFormula,
+        expected: f32,
+    ) {
         let (w, h) = (7, 6);
         let mut uu = Vec::new();
         let mut vv = Vec::new();
@@ -100,17 +111,32 @@ mod tests {
         let s = optical_strain(&f, formula);
         // Interior pixel: Sobel of a linear field is 8 * slope.
         let got = s[3 * w + 3];
-        assert!((got - expected).abs() < 1e-4, "{formula}: got {got}, expected {expected}");
+        assert!(
+            (got - expected).abs() < 1e-4,
+            "{formula}: got {got}, expected {expected}"
+        );
     }
 
     #[test]
     fn strain_of_linear_fields() {
         // u = a x + b y, v = c x + d y: Sobel gives 8a, 8b, 8c, 8d.
         let (a, b, c, d) = (0.1f32, 0.2f32, 0.3f32, -0.4f32);
-        let paper = ((8.0 * a).powi(2) + (8.0 * d).powi(2) + 0.5 * (8.0 * b + 8.0 * c).powi(2)).sqrt();
-        let reference = ((8.0 * a).powi(2) + (8.0 * b).powi(2) + 0.5 * (8.0 * c + 8.0 * b).powi(2)).sqrt();
-        check(|x, y| a * x + b * y, |x, y| c * x + d * y, StrainFormula::Paper, paper);
-        check(|x, y| a * x + b * y, |x, y| c * x + d * y, StrainFormula::Reference, reference);
+        let paper =
+            ((8.0 * a).powi(2) + (8.0 * d).powi(2) + 0.5 * (8.0 * b + 8.0 * c).powi(2)).sqrt();
+        let reference =
+            ((8.0 * a).powi(2) + (8.0 * b).powi(2) + 0.5 * (8.0 * c + 8.0 * b).powi(2)).sqrt();
+        check(
+            |x, y| a * x + b * y,
+            |x, y| c * x + d * y,
+            StrainFormula::Paper,
+            paper,
+        );
+        check(
+            |x, y| a * x + b * y,
+            |x, y| c * x + d * y,
+            StrainFormula::Reference,
+            reference,
+        );
     }
 
     #[test]
@@ -118,7 +144,10 @@ mod tests {
         assert_eq!(reflect101(-1, 5), 1);
         assert_eq!(reflect101(5, 5), 3);
         assert_eq!(reflect101(2, 5), 2);
-        assert_eq!("reference".parse::<StrainFormula>().unwrap(), StrainFormula::Reference);
+        assert_eq!(
+            "reference".parse::<StrainFormula>().unwrap(),
+            StrainFormula::Reference
+        );
         assert!("x".parse::<StrainFormula>().is_err());
     }
 }

@@ -34,10 +34,29 @@ pub fn cubic_table() -> Vec<f32> {
 /// The warp step: (I1w_x, I1w_y, |grad I1w|^2, rho_c) of I1 and its gradients
 /// warped by (u1, u2).
 #[allow(clippy::too_many_arguments)]
-pub fn warp(i1: &[f32], i1x: &[f32], i1y: &[f32], i0: &[f32], u1: &[f32], u2: &[f32], w: usize, h: usize) -> [Vec<f32>; 4] {
+pub fn warp(
+    i1: &[f32],
+    i1x: &[f32],
+    i1y: &[f32],
+    i0: &[f32],
+    u1: &[f32],
+    u2: &[f32],
+    w: usize,
+    h: usize,
+) -> [Vec<f32>; 4] {
     let n = w * h;
     let packed: Vec<[f32; 4]> = (0..n).map(|i| [i1[i], i1x[i], i1y[i], 0.0]).collect();
-    let win = remap::WarpIn { packed: &packed, i1, i1x, i1y, i0, u1, u2, w, h };
+    let win = remap::WarpIn {
+        packed: &packed,
+        i1,
+        i1x,
+        i1y,
+        i0,
+        u1,
+        u2,
+        w,
+        h,
+    };
     let mut out = [vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]];
     let [a, b, c, d] = &mut out;
     remap::warp_rows(&win, 0, a, b, c, d);
@@ -80,8 +99,20 @@ pub fn iterate(
     du: &mut [f32],
     scaled_eps: f32,
 ) -> f32 {
-    let c = Consts { l_t: (lambda * theta) as f32, theta: theta as f32, taut: (tau / theta) as f32, gamma: gamma as f32 };
-    let fields = kernels::Fields { i1wx: f.i1wx, i1wy: f.i1wy, grad: f.grad, rho: f.rho, w: f.w, h: f.h };
+    let c = Consts {
+        l_t: (lambda * theta) as f32,
+        theta: theta as f32,
+        taut: (tau / theta) as f32,
+        gamma: gamma as f32,
+    };
+    let fields = kernels::Fields {
+        i1wx: f.i1wx,
+        i1wy: f.i1wy,
+        grad: f.grad,
+        rho: f.rho,
+        w: f.w,
+        h: f.h,
+    };
     kernels::iterate(&fields, c, u1, u2, u3, p, du, scaled_eps, false)
 }
 

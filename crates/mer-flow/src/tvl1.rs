@@ -64,7 +64,13 @@ impl Default for TvL1Params {
 impl TvL1Params {
     /// Checks every parameter's range.
     pub fn validate(&self) -> Result<()> {
-        let bad = |name, value: f64, why| Err(Error::BadParam { name, value: value.to_string(), why });
+        let bad = |name, value: f64, why| {
+            Err(Error::BadParam {
+                name,
+                value: value.to_string(),
+                why,
+            })
+        };
         if !(self.tau > 0.0 && self.tau.is_finite()) {
             return bad("tau", self.tau, "must be positive");
         }
@@ -94,7 +100,11 @@ impl TvL1Params {
             }
         }
         if ![0, 1, 3, 5].contains(&self.median_filtering) {
-            return bad("median_filtering", self.median_filtering as f64, "must be 0, 1, 3 or 5");
+            return bad(
+                "median_filtering",
+                self.median_filtering as f64,
+                "must be 0, 1, 3 or 5",
+            );
         }
         Ok(())
     }
@@ -165,7 +175,10 @@ impl TvL1 {
     /// A solver with the given parameters (validated).
     pub fn new(params: TvL1Params) -> Result<Self> {
         params.validate()?;
-        Ok(Self { params, parallel_from: 160 * 160 })
+        Ok(Self {
+            params,
+            parallel_from: 160 * 160,
+        })
     }
 
     /// The parameters.
@@ -198,7 +211,8 @@ impl TvL1 {
         initial: Option<&Flow>,
         out: &mut Flow,
     ) -> Result<()> {
-        let par = prev.width() * prev.height() >= self.parallel_from && rayon::current_num_threads() > 1;
+        let par =
+            prev.width() * prev.height() >= self.parallel_from && rayon::current_num_threads() > 1;
         self.run(ws, prev, next, initial, out, par)
     }
 
@@ -228,11 +242,25 @@ impl TvL1 {
         let p = &self.params;
         let (w, h) = (i0.width(), i0.height());
         if (i1.width(), i1.height()) != (w, h) {
-            return Err(Error::SizeMismatch { what: "prev", a_w: w, a_h: h, other: "next", b_w: i1.width(), b_h: i1.height() });
+            return Err(Error::SizeMismatch {
+                what: "prev",
+                a_w: w,
+                a_h: h,
+                other: "next",
+                b_w: i1.width(),
+                b_h: i1.height(),
+            });
         }
         if let Some(f) = initial {
             if (f.width(), f.height()) != (w, h) {
-                return Err(Error::SizeMismatch { what: "prev", a_w: w, a_h: h, other: "initial flow", b_w: f.width(), b_h: f.height() });
+                return Err(Error::SizeMismatch {
+                    what: "prev",
+                    a_w: w,
+                    a_h: h,
+                    other: "initial flow",
+                    b_w: f.width(),
+                    b_h: f.height(),
+                });
             }
         }
         let use_gamma = p.gamma != 0.0;
@@ -292,13 +320,36 @@ impl TvL1 {
         let inv_step = (1.0 / p.scale_step) as f32;
         for s in (0..nscales).rev() {
             let (lw, lh) = ws.sizes[s];
-            let Workspace { i0s, i1s, u1s, u2s, u3s, s: scratch, .. } = ws;
-            self.one_scale(&i0s[s], &i1s[s], lw, lh, &mut u1s[s], &mut u2s[s], &mut u3s[s], scratch, use_gamma, par);
+            let Workspace {
+                i0s,
+                i1s,
+                u1s,
+                u2s,
+                u3s,
+                s: scratch,
+                ..
+            } = ws;
+            self.one_scale(
+                &i0s[s],
+                &i1s[s],
+                lw,
+                lh,
+                &mut u1s[s],
+                &mut u2s[s],
+                &mut u3s[s],
+                scratch,
+                use_gamma,
+                par,
+            );
             if s == 0 {
                 break;
             }
             let (fw, fh) = ws.sizes[s - 1];
-            for (comp, scale) in [(&mut ws.u1s, true), (&mut ws.u2s, true), (&mut ws.u3s, false)] {
+            for (comp, scale) in [
+                (&mut ws.u1s, true),
+                (&mut ws.u2s, true),
+                (&mut ws.u3s, false),
+            ] {
                 if !scale && !use_gamma {
                     continue;
                 }
@@ -336,7 +387,16 @@ impl TvL1 {
             taut: (p.tau / p.theta) as f32,
             gamma: p.gamma as f32,
         };
-        for b in [&mut sc.i1x, &mut sc.i1y, &mut sc.i1wx, &mut sc.i1wy, &mut sc.grad, &mut sc.rho, &mut sc.du, &mut sc.tmp] {
+        for b in [
+            &mut sc.i1x,
+            &mut sc.i1y,
+            &mut sc.i1wx,
+            &mut sc.i1wy,
+            &mut sc.grad,
+            &mut sc.rho,
+            &mut sc.du,
+            &mut sc.tmp,
+        ] {
             b.clear();
             b.resize(n, 0.0);
         }
@@ -350,21 +410,45 @@ impl TvL1 {
         }
         centered_gradient(i1, w, h, &mut sc.i1x, &mut sc.i1y);
         sc.packed.clear();
-        sc.packed.extend((0..n).map(|i| [i1[i], sc.i1x[i], sc.i1y[i], 0.0]));
+        sc.packed
+            .extend((0..n).map(|i| [i1[i], sc.i1x[i], sc.i1y[i], 0.0]));
         for _warp in 0..p.warps {
             // Warp the second image and its gradients by the current flow, then
             // |grad I1w|^2 and the constant part of rho.
-            let win = remap::WarpIn { packed: &sc.packed, i1, i1x: &sc.i1x, i1y: &sc.i1y, i0, u1, u2, w, h };
+            let win = remap::WarpIn {
+                packed: &sc.packed,
+                i1,
+                i1x: &sc.i1x,
+                i1y: &sc.i1y,
+                i0,
+                u1,
+                u2,
+                w,
+                h,
+            };
             if par {
                 let rows = band_rows(h);
                 sc.i1wx
                     .par_chunks_mut(rows * w)
                     .zip(sc.i1wy.par_chunks_mut(rows * w))
-                    .zip(sc.grad.par_chunks_mut(rows * w).zip(sc.rho.par_chunks_mut(rows * w)))
+                    .zip(
+                        sc.grad
+                            .par_chunks_mut(rows * w)
+                            .zip(sc.rho.par_chunks_mut(rows * w)),
+                    )
                     .enumerate()
-                    .for_each(|(b, ((wx, wy), (g, r)))| remap::warp_rows(&win, b * rows, wx, wy, g, r));
+                    .for_each(|(b, ((wx, wy), (g, r)))| {
+                        remap::warp_rows(&win, b * rows, wx, wy, g, r)
+                    });
             } else {
-                remap::warp_rows(&win, 0, &mut sc.i1wx, &mut sc.i1wy, &mut sc.grad, &mut sc.rho);
+                remap::warp_rows(
+                    &win,
+                    0,
+                    &mut sc.i1wx,
+                    &mut sc.i1wy,
+                    &mut sc.grad,
+                    &mut sc.rho,
+                );
             }
             let mut error = f32::MAX;
             let mut n_outer = 0;
@@ -380,7 +464,14 @@ impl TvL1 {
                 while error > scaled_eps && n_inner < p.inner_iterations {
                     n_inner += 1;
                     error = kernels::iterate(
-                        &kernels::Fields { i1wx: &sc.i1wx, i1wy: &sc.i1wy, grad: &sc.grad, rho: &sc.rho, w, h },
+                        &kernels::Fields {
+                            i1wx: &sc.i1wx,
+                            i1wy: &sc.i1wy,
+                            grad: &sc.grad,
+                            rho: &sc.rho,
+                            w,
+                            h,
+                        },
                         c,
                         u1,
                         u2,
@@ -408,13 +499,23 @@ pub(crate) fn band_rows(h: usize) -> usize {
     h.div_ceil(4 * t).max(8)
 }
 
-fn median_plane(src: &[f32], w: usize, h: usize, k: usize, dst: &mut [f32], row: &mut Vec<f32>, par: bool) {
+fn median_plane(
+    src: &[f32],
+    w: usize,
+    h: usize,
+    k: usize,
+    dst: &mut [f32],
+    row: &mut Vec<f32>,
+    par: bool,
+) {
     if par {
         let rows = band_rows(h);
-        dst.par_chunks_mut(rows * w).enumerate().for_each_init(Vec::new, |pad, (b, d)| {
-            let y0 = b * rows;
-            median_rows(src, w, h, k, y0, y0 + d.len() / w, d, pad);
-        });
+        dst.par_chunks_mut(rows * w)
+            .enumerate()
+            .for_each_init(Vec::new, |pad, (b, d)| {
+                let y0 = b * rows;
+                median_rows(src, w, h, k, y0, y0 + d.len() / w, d, pad);
+            });
     } else {
         median_rows(src, w, h, k, 0, h, dst, row);
     }
@@ -452,8 +553,12 @@ mod tests {
     fn pattern(w: usize, h: usize, shift: f32) -> GrayImage {
         let px = (0..w * h).map(|i| {
             let (x, y) = ((i % w) as f32, (i / w) as f32);
-            let b = shift * (-((x - w as f32 * 0.4).powi(2) + (y - h as f32 * 0.5).powi(2)) / 300.0).exp();
-            (128.0 + 50.0 * ((x - b) * 0.21).sin() * (y * 0.17).cos() + 20.0 * ((x - b) * 0.8).sin()).round()
+            let b = shift
+                * (-((x - w as f32 * 0.4).powi(2) + (y - h as f32 * 0.5).powi(2)) / 300.0).exp();
+            (128.0
+                + 50.0 * ((x - b) * 0.21).sin() * (y * 0.17).cos()
+                + 20.0 * ((x - b) * 0.8).sin())
+            .round()
         });
         GrayImage::new(w, h, px.collect()).unwrap()
     }
@@ -463,10 +568,17 @@ mod tests {
     #[test]
     fn parallel_batch_and_reuse_are_bit_identical() {
         let (a, b) = (pattern(200, 170, 0.0), pattern(200, 170, 1.2));
-        let seq = TvL1::new(TvL1Params::default()).unwrap().with_parallel_from(usize::MAX);
+        let seq = TvL1::new(TvL1Params::default())
+            .unwrap()
+            .with_parallel_from(usize::MAX);
         let expect = seq.compute(&a, &b).unwrap();
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
-        let par = TvL1::new(TvL1Params::default()).unwrap().with_parallel_from(0);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let par = TvL1::new(TvL1Params::default())
+            .unwrap()
+            .with_parallel_from(0);
         let got = pool.install(|| par.compute(&a, &b)).unwrap();
         assert_eq!(got, expect);
         let (c, d) = (pattern(112, 112, 0.0), pattern(112, 112, 2.0));
@@ -485,16 +597,33 @@ mod tests {
     #[test]
     fn bad_parameters_and_inputs_are_errors() {
         for p in [
-            TvL1Params { tau: 0.0, ..Default::default() },
-            TvL1Params { scale_step: 1.0, ..Default::default() },
-            TvL1Params { median_filtering: 7, ..Default::default() },
-            TvL1Params { warps: 0, ..Default::default() },
+            TvL1Params {
+                tau: 0.0,
+                ..Default::default()
+            },
+            TvL1Params {
+                scale_step: 1.0,
+                ..Default::default()
+            },
+            TvL1Params {
+                median_filtering: 7,
+                ..Default::default()
+            },
+            TvL1Params {
+                warps: 0,
+                ..Default::default()
+            },
         ] {
             assert!(matches!(TvL1::new(p), Err(Error::BadParam { .. })));
         }
         let t = TvL1::new(TvL1Params::default()).unwrap();
-        let e = t.compute(&pattern(20, 20, 0.0), &pattern(21, 20, 0.0)).unwrap_err();
-        assert_eq!(e.to_string(), "size mismatch: prev is 20x20 but next is 21x20");
+        let e = t
+            .compute(&pattern(20, 20, 0.0), &pattern(21, 20, 0.0))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "size mismatch: prev is 20x20 but next is 21x20"
+        );
         // Tiny images: fewer scales, still a result.
         let f = t.compute(&pattern(8, 8, 0.0), &pattern(8, 8, 0.5)).unwrap();
         assert_eq!((f.width(), f.height()), (8, 8));
@@ -503,11 +632,19 @@ mod tests {
     #[test]
     fn initial_flow_is_used() {
         let (a, b) = (pattern(64, 64, 0.0), pattern(64, 64, 1.0));
-        let t = TvL1::new(TvL1Params { warps: 1, nscales: 1, inner_iterations: 1, outer_iterations: 1, ..Default::default() }).unwrap();
+        let t = TvL1::new(TvL1Params {
+            warps: 1,
+            nscales: 1,
+            inner_iterations: 1,
+            outer_iterations: 1,
+            ..Default::default()
+        })
+        .unwrap();
         let init = Flow::new(64, 64, vec![0.7; 64 * 64 * 2]).unwrap();
         let mut ws = Workspace::default();
         let mut out = Flow::zeros(1, 1).unwrap();
-        t.compute_into(&mut ws, &a, &b, Some(&init), &mut out).unwrap();
+        t.compute_into(&mut ws, &a, &b, Some(&init), &mut out)
+            .unwrap();
         let zero = t.compute(&a, &b).unwrap();
         // One iteration moves little: the result stays near its start.
         assert!(out.mean_epe(&init).unwrap() < out.mean_epe(&zero).unwrap());

@@ -11,7 +11,9 @@ use mer_flow::{Device, Error, Flow, GrayImage, TvL1, TvL1Params};
 fn gpu_or_skip() -> bool {
     match Device::Cuda(0).check() {
         Ok(()) => true,
-        Err(e) if std::env::var("MER_FLOW_REQUIRE_GPU").is_ok_and(|v| v == "1") => panic!("MER_FLOW_REQUIRE_GPU=1 but: {e}"),
+        Err(e) if std::env::var("MER_FLOW_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("MER_FLOW_REQUIRE_GPU=1 but: {e}")
+        }
         Err(e) => {
             println!("SKIPPED (no GPU here): {e}");
             false
@@ -25,11 +27,17 @@ fn pair(w: usize, h: usize, seed: u32, amp: f32) -> (GrayImage, GrayImage) {
     let img = |dx: f32, dy: f32| {
         let px = (0..w * h).map(|i| {
             let (x, y) = ((i % w) as f32, (i / w) as f32);
-            let g = (-((x - w as f32 * (0.35 + 0.05 * (s % 3.0))).powi(2) + (y - h as f32 * 0.5).powi(2)) / (0.02 * (w * h) as f32)).exp();
+            let g = (-((x - w as f32 * (0.35 + 0.05 * (s % 3.0))).powi(2)
+                + (y - h as f32 * 0.5).powi(2))
+                / (0.02 * (w * h) as f32))
+                .exp();
             let (x, y) = (x - dx * g, y - dy * g);
-            (128.0 + 50.0 * ((x * (0.2 + 0.01 * s)).sin() * (y * 0.17).cos()) + 20.0 * ((x * 0.9 + y * 0.3 + s).sin()) + 10.0 * (y * 0.6).sin())
-                .round()
-                .clamp(0.0, 255.0)
+            (128.0
+                + 50.0 * ((x * (0.2 + 0.01 * s)).sin() * (y * 0.17).cos())
+                + 20.0 * ((x * 0.9 + y * 0.3 + s).sin())
+                + 10.0 * (y * 0.6).sin())
+            .round()
+            .clamp(0.0, 255.0)
         });
         GrayImage::new(w, h, px.collect()).unwrap()
     };
@@ -38,8 +46,15 @@ fn pair(w: usize, h: usize, seed: u32, amp: f32) -> (GrayImage, GrayImage) {
 
 fn compare(what: &str, gpu: &Flow, cpu: &Flow) {
     let epe = gpu.mean_epe(cpu).unwrap();
-    let d = gpu.data().iter().zip(cpu.data()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    let mag = cpu.mean_epe(&Flow::zeros(cpu.width(), cpu.height()).unwrap()).unwrap();
+    let d = gpu
+        .data()
+        .iter()
+        .zip(cpu.data())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let mag = cpu
+        .mean_epe(&Flow::zeros(cpu.width(), cpu.height()).unwrap())
+        .unwrap();
     println!("{what}: mean EPE(CUDA, CPU) = {epe:.3e} px, max |d| = {d:.3e} px (mean |flow| {mag:.3} px)");
     assert!(epe <= 1e-3, "{what}: mean EPE {epe} > 1e-3");
 }
@@ -53,11 +68,24 @@ fn cuda_flows_match_cpu() {
     let cpu = TvL1::new(params.clone()).unwrap();
     let gpu = CudaTvL1::new(params, 0).unwrap();
     println!("device: {}", gpu.backend().name().unwrap());
-    for (w, h, seed, amp) in [(112, 112, 1, 0.5), (112, 112, 2, 2.5), (256, 256, 3, 1.5), (97, 61, 4, 1.0)] {
+    for (w, h, seed, amp) in [
+        (112, 112, 1, 0.5),
+        (112, 112, 2, 2.5),
+        (256, 256, 3, 1.5),
+        (97, 61, 4, 1.0),
+    ] {
         let (a, b) = pair(w, h, seed, amp);
-        compare(&format!("{w}x{h} amp {amp}"), &gpu.compute(&a, &b).unwrap(), &cpu.compute(&a, &b).unwrap());
+        compare(
+            &format!("{w}x{h} amp {amp}"),
+            &gpu.compute(&a, &b).unwrap(),
+            &cpu.compute(&a, &b).unwrap(),
+        );
         // Same through the device choice of the CPU path's API.
-        compare(&format!("{w}x{h} amp {amp} via compute_on"), &cpu.compute_on(Device::Cuda(0), &a, &b).unwrap(), &cpu.compute(&a, &b).unwrap());
+        compare(
+            &format!("{w}x{h} amp {amp} via compute_on"),
+            &cpu.compute_on(Device::Cuda(0), &a, &b).unwrap(),
+            &cpu.compute(&a, &b).unwrap(),
+        );
     }
 }
 
@@ -68,7 +96,9 @@ fn cuda_batch_matches_cpu() {
     }
     let params = TvL1Params::default();
     let cpu = TvL1::new(params.clone()).unwrap();
-    let pairs: Vec<(GrayImage, GrayImage)> = (0..300).map(|i| pair(112, 112, i, 0.2 + (i % 10) as f32 * 0.3)).collect();
+    let pairs: Vec<(GrayImage, GrayImage)> = (0..300)
+        .map(|i| pair(112, 112, i, 0.2 + (i % 10) as f32 * 0.3))
+        .collect();
     let mut refs: Vec<(&GrayImage, &GrayImage)> = pairs.iter().map(|(a, b)| (a, b)).collect();
     let odd = pair(113, 112, 0, 0.0);
     refs.push((&pairs[0].0, &odd.1));
@@ -81,7 +111,11 @@ fn cuda_batch_matches_cpu() {
     assert!(matches!(got[300], Err(Error::SizeMismatch { .. })));
     let mut worst = 0f64;
     for k in 0..300 {
-        let epe = got[k].as_ref().unwrap().mean_epe(expect[k].as_ref().unwrap()).unwrap();
+        let epe = got[k]
+            .as_ref()
+            .unwrap()
+            .mean_epe(expect[k].as_ref().unwrap())
+            .unwrap();
         worst = worst.max(epe);
     }
     println!("batch of 300: worst mean EPE(CUDA, CPU) = {worst:.3e} px");
@@ -94,12 +128,25 @@ fn gamma_and_other_parameters_on_cuda() {
         return;
     }
     for params in [
-        TvL1Params { gamma: 0.1, ..Default::default() },
-        TvL1Params { nscales: 3, warps: 3, median_filtering: 3, epsilon: 0.02, scale_step: 0.5, ..Default::default() },
+        TvL1Params {
+            gamma: 0.1,
+            ..Default::default()
+        },
+        TvL1Params {
+            nscales: 3,
+            warps: 3,
+            median_filtering: 3,
+            epsilon: 0.02,
+            scale_step: 0.5,
+            ..Default::default()
+        },
     ] {
         let (a, b) = pair(112, 112, 9, 1.5);
         let cpu = TvL1::new(params.clone()).unwrap().compute(&a, &b).unwrap();
-        let gpu = CudaTvL1::new(params.clone(), 0).unwrap().compute(&a, &b).unwrap();
+        let gpu = CudaTvL1::new(params.clone(), 0)
+            .unwrap()
+            .compute(&a, &b)
+            .unwrap();
         compare(&format!("{params:?}"), &gpu, &cpu);
     }
 }

@@ -51,14 +51,24 @@ impl Backend for Shim {
     }
 
     fn upload(&self, buf: &mut ShimBuf, data: &[u8]) -> Result<()> {
-        assert!(data.len() <= buf.bytes(), "upload of {} bytes into {}", data.len(), buf.bytes());
+        assert!(
+            data.len() <= buf.bytes(),
+            "upload of {} bytes into {}",
+            data.len(),
+            buf.bytes()
+        );
         // SAFETY: in bounds (checked), distinct allocations.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf.ptr.cast::<u8>(), data.len()) };
         Ok(())
     }
 
     fn download(&self, buf: &ShimBuf, out: &mut [u8]) -> Result<()> {
-        assert!(out.len() <= buf.bytes(), "download of {} bytes from {}", out.len(), buf.bytes());
+        assert!(
+            out.len() <= buf.bytes(),
+            "download of {} bytes from {}",
+            out.len(),
+            buf.bytes()
+        );
         // SAFETY: in bounds (checked), distinct allocations.
         unsafe { std::ptr::copy_nonoverlapping(buf.ptr.cast::<u8>(), out.as_mut_ptr(), out.len()) };
         Ok(())
@@ -71,7 +81,13 @@ impl Backend for Shim {
         Ok(())
     }
 
-    fn launch(&self, kernel: Kernel, grid: u32, block: u32, args: &[Arg<'_, ShimBuf>]) -> Result<()> {
+    fn launch(
+        &self,
+        kernel: Kernel,
+        grid: u32,
+        block: u32,
+        args: &[Arg<'_, ShimBuf>],
+    ) -> Result<()> {
         enum V {
             P(*mut c_void),
             I(i32),
@@ -98,7 +114,8 @@ impl Backend for Shim {
             .collect();
         // SAFETY: the argument lists follow the kernels' parameter lists (the
         // driver's and this file's), buffers are sized for the launches.
-        unsafe { mer_flow_cudashim::launch(kernel.name(), grid, block, &mut ptrs) }.map_err(Error::Gpu)
+        unsafe { mer_flow_cudashim::launch(kernel.name(), grid, block, &mut ptrs) }
+            .map_err(Error::Gpu)
     }
 }
 
@@ -119,13 +136,19 @@ fn up_i32(data: &[i32]) -> ShimBuf {
 fn down(b: &ShimBuf, n: usize) -> Vec<f32> {
     let mut bytes = vec![0u8; n * 4];
     Shim.download(b, &mut bytes).unwrap();
-    bytes.chunks_exact(4).map(|c| f32::from_ne_bytes(c.try_into().unwrap())).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_ne_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 fn down_i32(b: &ShimBuf, n: usize) -> Vec<i32> {
     let mut bytes = vec![0u8; n * 4];
     Shim.download(b, &mut bytes).unwrap();
-    bytes.chunks_exact(4).map(|c| i32::from_ne_bytes(c.try_into().unwrap())).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| i32::from_ne_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 fn grid(total: usize) -> u32 {
@@ -136,7 +159,10 @@ struct Lcg(u64);
 impl Lcg {
     /// Uniform in [lo, hi).
     fn next(&mut self, lo: f32, hi: f32) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         lo + (hi - lo) * ((self.0 >> 40) as f32 / (1u64 << 24) as f32)
     }
     fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
@@ -146,7 +172,10 @@ impl Lcg {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() }).fold(0f32, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() })
+        .fold(0f32, f32::max)
 }
 
 const STEP_TOL: f32 = 1e-4;
@@ -161,7 +190,12 @@ fn check_step(what: &str, got: &[f32], expect: &[f32]) {
 fn resize_step_matches_cpu() {
     let mut r = Lcg(1);
     // Pyramid levels by a factor, and flow rescaling to a size (times a factor).
-    for &(sw, sh, f) in &[(112usize, 112usize, 0.8f64), (90, 90, 0.8), (37, 23, 0.5), (64, 48, 0.8)] {
+    for &(sw, sh, f) in &[
+        (112usize, 112usize, 0.8f64),
+        (90, 90, 0.8),
+        (37, 23, 0.5),
+        (64, 48, 0.8),
+    ] {
         let nb = 3;
         let src = r.vec(sw * sh * nb, 0.0, 255.0);
         let (dw, dh) = testing::pyramid_size(sw, sh, f);
@@ -172,14 +206,32 @@ fn resize_step_matches_cpu() {
             Kernel::Resize,
             grid(dw * dh * nb),
             256,
-            &[Arg::Buf(&s), Arg::I32(sw as i32), Arg::I32(sh as i32), Arg::Buf(&out), Arg::I32(dw as i32), Arg::I32(dh as i32), Arg::F64(inv), Arg::F64(inv), Arg::F32(1.0), Arg::I32(nb as i32)],
+            &[
+                Arg::Buf(&s),
+                Arg::I32(sw as i32),
+                Arg::I32(sh as i32),
+                Arg::Buf(&out),
+                Arg::I32(dw as i32),
+                Arg::I32(dh as i32),
+                Arg::F64(inv),
+                Arg::F64(inv),
+                Arg::F32(1.0),
+                Arg::I32(nb as i32),
+            ],
         )
         .unwrap();
         let got = down(&out, dw * dh * nb);
-        let expect: Vec<f32> = (0..nb).flat_map(|b| testing::resize_by(&src[b * sw * sh..(b + 1) * sw * sh], sw, sh, f).0).collect();
+        let expect: Vec<f32> = (0..nb)
+            .flat_map(|b| testing::resize_by(&src[b * sw * sh..(b + 1) * sw * sh], sw, sh, f).0)
+            .collect();
         check_step(&format!("resize {sw}x{sh} by {f}"), &got, &expect);
     }
-    for &(sw, sh, dw, dh, mul) in &[(46usize, 46usize, 58usize, 58usize, 1.25f32), (72, 72, 90, 90, 1.25), (90, 90, 72, 72, 0.8), (23, 17, 40, 31, 1.0)] {
+    for &(sw, sh, dw, dh, mul) in &[
+        (46usize, 46usize, 58usize, 58usize, 1.25f32),
+        (72, 72, 90, 90, 1.25),
+        (90, 90, 72, 72, 0.8),
+        (23, 17, 40, 31, 1.0),
+    ] {
         let nb = 2;
         let src = r.vec(sw * sh * nb, -3.0, 3.0);
         let out = Shim.alloc(dw * dh * nb * 4).unwrap();
@@ -189,14 +241,33 @@ fn resize_step_matches_cpu() {
             Kernel::Resize,
             grid(dw * dh * nb),
             256,
-            &[Arg::Buf(&s), Arg::I32(sw as i32), Arg::I32(sh as i32), Arg::Buf(&out), Arg::I32(dw as i32), Arg::I32(dh as i32), Arg::F64(ratio.0), Arg::F64(ratio.1), Arg::F32(mul), Arg::I32(nb as i32)],
+            &[
+                Arg::Buf(&s),
+                Arg::I32(sw as i32),
+                Arg::I32(sh as i32),
+                Arg::Buf(&out),
+                Arg::I32(dw as i32),
+                Arg::I32(dh as i32),
+                Arg::F64(ratio.0),
+                Arg::F64(ratio.1),
+                Arg::F32(mul),
+                Arg::I32(nb as i32),
+            ],
         )
         .unwrap();
         let got = down(&out, dw * dh * nb);
         let expect: Vec<f32> = (0..nb)
-            .flat_map(|b| testing::resize_to(&src[b * sw * sh..(b + 1) * sw * sh], sw, sh, dw, dh).into_iter().map(move |v| v * mul))
+            .flat_map(|b| {
+                testing::resize_to(&src[b * sw * sh..(b + 1) * sw * sh], sw, sh, dw, dh)
+                    .into_iter()
+                    .map(move |v| v * mul)
+            })
             .collect();
-        check_step(&format!("resize {sw}x{sh} to {dw}x{dh} times {mul}"), &got, &expect);
+        check_step(
+            &format!("resize {sw}x{sh} to {dw}x{dh} times {mul}"),
+            &got,
+            &expect,
+        );
     }
 }
 
@@ -206,9 +277,25 @@ fn gradient_step_matches_cpu() {
     let (w, h, nb) = (37, 29, 3);
     let n = w * h;
     let src = r.vec(n * nb, 0.0, 255.0);
-    let (s, dx, dy) = (up(&src), Shim.alloc(n * nb * 4).unwrap(), Shim.alloc(n * nb * 4).unwrap());
-    Shim.launch(Kernel::CenteredGradient, grid(n * nb), 256, &[Arg::Buf(&s), Arg::Buf(&dx), Arg::Buf(&dy), Arg::I32(w as i32), Arg::I32(h as i32), Arg::I32(nb as i32)])
-        .unwrap();
+    let (s, dx, dy) = (
+        up(&src),
+        Shim.alloc(n * nb * 4).unwrap(),
+        Shim.alloc(n * nb * 4).unwrap(),
+    );
+    Shim.launch(
+        Kernel::CenteredGradient,
+        grid(n * nb),
+        256,
+        &[
+            Arg::Buf(&s),
+            Arg::Buf(&dx),
+            Arg::Buf(&dy),
+            Arg::I32(w as i32),
+            Arg::I32(h as i32),
+            Arg::I32(nb as i32),
+        ],
+    )
+    .unwrap();
     let (mut ex, mut ey) = (Vec::new(), Vec::new());
     for b in 0..nb {
         let (x, y) = testing::centered_gradient(&src[b * n..(b + 1) * n], w, h);
@@ -241,7 +328,10 @@ fn warp_step_matches_cpu() {
         u1[6] = 0.046875;
         u1[7] = -1.0;
         let table = up(&testing::cubic_table());
-        let bufs: Vec<ShimBuf> = [&i1, &i1x, &i1y, &i0, &u1, &u2].iter().map(|v| up(v)).collect();
+        let bufs: Vec<ShimBuf> = [&i1, &i1x, &i1y, &i0, &u1, &u2]
+            .iter()
+            .map(|v| up(v))
+            .collect();
         let outs: Vec<ShimBuf> = (0..4).map(|_| Shim.alloc(n * nb * 4).unwrap()).collect();
         let mut args: Vec<Arg<'_, ShimBuf>> = bufs.iter().map(Arg::Buf).collect();
         args.push(Arg::Buf(&table));
@@ -251,13 +341,29 @@ fn warp_step_matches_cpu() {
         let mut expect: [Vec<f32>; 4] = Default::default();
         for b in 0..nb {
             let s = b * n..(b + 1) * n;
-            let e = testing::warp(&i1[s.clone()], &i1x[s.clone()], &i1y[s.clone()], &i0[s.clone()], &u1[s.clone()], &u2[s], w, h);
+            let e = testing::warp(
+                &i1[s.clone()],
+                &i1x[s.clone()],
+                &i1y[s.clone()],
+                &i0[s.clone()],
+                &u1[s.clone()],
+                &u2[s],
+                w,
+                h,
+            );
             for k in 0..4 {
                 expect[k].extend_from_slice(&e[k]);
             }
         }
-        for (k, name) in ["I1w_x", "I1w_y", "|grad I1w|^2", "rho_c"].iter().enumerate() {
-            check_step(&format!("warp {w}x{h} amp {amp}: {name}"), &down(&outs[k], n * nb), &expect[k]);
+        for (k, name) in ["I1w_x", "I1w_y", "|grad I1w|^2", "rho_c"]
+            .iter()
+            .enumerate()
+        {
+            check_step(
+                &format!("warp {w}x{h} amp {amp}: {name}"),
+                &down(&outs[k], n * nb),
+                &expect[k],
+            );
         }
     }
 }
@@ -274,7 +380,11 @@ fn threshold_divergence_dual_steps_match_cpu() {
     let mut grad: Vec<f32> = ix.iter().zip(&iy).map(|(a, b)| a * a + b * b).collect();
     grad[3] = 0.0; // the g <= FLT_EPSILON branch
     let rho = r.vec(n * nb, -30.0, 30.0);
-    let u: [Vec<f32>; 3] = [r.vec(n * nb, -2.0, 2.0), r.vec(n * nb, -2.0, 2.0), r.vec(n * nb, -1.0, 1.0)];
+    let u: [Vec<f32>; 3] = [
+        r.vec(n * nb, -2.0, 2.0),
+        r.vec(n * nb, -2.0, 2.0),
+        r.vec(n * nb, -1.0, 1.0),
+    ];
     let p: Vec<Vec<f32>> = (0..6).map(|_| r.vec(n * nb, -0.5, 0.5)).collect();
     // Pair 1 inactive: untouched.
     let active = up_i32(&[1, 0, 1]);
@@ -288,9 +398,22 @@ fn threshold_divergence_dual_steps_match_cpu() {
             grid(n * nb),
             256,
             &[
-                Arg::Buf(&bx), Arg::Buf(&by), Arg::Buf(&bg), Arg::Buf(&br), Arg::Buf(&bu[0]), Arg::Buf(&bu[1]), Arg::Buf(&bu[2]),
-                Arg::Buf(&bv[0]), Arg::Buf(&bv[1]), Arg::Buf(&bv[2]), Arg::F32(l_t), Arg::F32(gamma), Arg::I32(g), Arg::Buf(&active),
-                Arg::I32(n as i32), Arg::I32(nb as i32),
+                Arg::Buf(&bx),
+                Arg::Buf(&by),
+                Arg::Buf(&bg),
+                Arg::Buf(&br),
+                Arg::Buf(&bu[0]),
+                Arg::Buf(&bu[1]),
+                Arg::Buf(&bu[2]),
+                Arg::Buf(&bv[0]),
+                Arg::Buf(&bv[1]),
+                Arg::Buf(&bv[2]),
+                Arg::F32(l_t),
+                Arg::F32(gamma),
+                Arg::I32(g),
+                Arg::Buf(&active),
+                Arg::I32(n as i32),
+                Arg::I32(nb as i32),
             ],
         )
         .unwrap();
@@ -313,7 +436,11 @@ fn threshold_divergence_dual_steps_match_cpu() {
         }
         let v: Vec<Vec<f32>> = bv.iter().map(|b| down(b, n * nb)).collect();
         for c in 0..if use_gamma { 3 } else { 2 } {
-            check_step(&format!("threshold (gamma {use_gamma}) v{}", c + 1), &v[c], &ev[c]);
+            check_step(
+                &format!("threshold (gamma {use_gamma}) v{}", c + 1),
+                &v[c],
+                &ev[c],
+            );
         }
 
         // Divergence + primal update, from these v.
@@ -324,9 +451,25 @@ fn threshold_divergence_dual_steps_match_cpu() {
             grid(n * nb),
             256,
             &[
-                Arg::Buf(&bp[0]), Arg::Buf(&bp[1]), Arg::Buf(&bp[2]), Arg::Buf(&bp[3]), Arg::Buf(&bp[4]), Arg::Buf(&bp[5]),
-                Arg::Buf(&bv[0]), Arg::Buf(&bv[1]), Arg::Buf(&bv[2]), Arg::Buf(&bu[0]), Arg::Buf(&bu[1]), Arg::Buf(&bu[2]), Arg::Buf(&du),
-                Arg::F32(theta), Arg::I32(g), Arg::Buf(&active), Arg::I32(w as i32), Arg::I32(h as i32), Arg::I32(nb as i32),
+                Arg::Buf(&bp[0]),
+                Arg::Buf(&bp[1]),
+                Arg::Buf(&bp[2]),
+                Arg::Buf(&bp[3]),
+                Arg::Buf(&bp[4]),
+                Arg::Buf(&bp[5]),
+                Arg::Buf(&bv[0]),
+                Arg::Buf(&bv[1]),
+                Arg::Buf(&bv[2]),
+                Arg::Buf(&bu[0]),
+                Arg::Buf(&bu[1]),
+                Arg::Buf(&bu[2]),
+                Arg::Buf(&du),
+                Arg::F32(theta),
+                Arg::I32(g),
+                Arg::Buf(&active),
+                Arg::I32(w as i32),
+                Arg::I32(h as i32),
+                Arg::I32(nb as i32),
             ],
         )
         .unwrap();
@@ -334,7 +477,9 @@ fn threshold_divergence_dual_steps_match_cpu() {
         let mut edu = vec![0f32; n * nb];
         for b in [0, 2] {
             let s = b * n..(b + 1) * n;
-            let d: Vec<Vec<f32>> = (0..3).map(|c| testing::divergence(&p[2 * c][s.clone()], &p[2 * c + 1][s.clone()], w, h)).collect();
+            let d: Vec<Vec<f32>> = (0..3)
+                .map(|c| testing::divergence(&p[2 * c][s.clone()], &p[2 * c + 1][s.clone()], w, h))
+                .collect();
             for i in 0..n {
                 let j = b * n + i;
                 let n1 = ev[0][j] + theta * d[0][i];
@@ -352,11 +497,23 @@ fn threshold_divergence_dual_steps_match_cpu() {
         }
         let gu: Vec<Vec<f32>> = bu.iter().map(|b| down(b, n * nb)).collect();
         for c in 0..if use_gamma { 3 } else { 2 } {
-            check_step(&format!("divergence + primal update (gamma {use_gamma}) u{}", c + 1), &gu[c], &eu[c]);
+            check_step(
+                &format!("divergence + primal update (gamma {use_gamma}) u{}", c + 1),
+                &gu[c],
+                &eu[c],
+            );
         }
         let gdu = down(&du, n * nb);
-        check_step(&format!("squared update (gamma {use_gamma})"), &gdu[..n], &edu[..n]);
-        check_step(&format!("squared update (gamma {use_gamma}) pair 2"), &gdu[2 * n..], &edu[2 * n..]);
+        check_step(
+            &format!("squared update (gamma {use_gamma})"),
+            &gdu[..n],
+            &edu[..n],
+        );
+        check_step(
+            &format!("squared update (gamma {use_gamma}) pair 2"),
+            &gdu[2 * n..],
+            &edu[2 * n..],
+        );
 
         // Dual update from the new u.
         Shim.launch(
@@ -364,9 +521,21 @@ fn threshold_divergence_dual_steps_match_cpu() {
             grid(n * nb),
             256,
             &[
-                Arg::Buf(&bu[0]), Arg::Buf(&bu[1]), Arg::Buf(&bu[2]),
-                Arg::Buf(&bp[0]), Arg::Buf(&bp[1]), Arg::Buf(&bp[2]), Arg::Buf(&bp[3]), Arg::Buf(&bp[4]), Arg::Buf(&bp[5]),
-                Arg::F32(taut), Arg::I32(g), Arg::Buf(&active), Arg::I32(w as i32), Arg::I32(h as i32), Arg::I32(nb as i32),
+                Arg::Buf(&bu[0]),
+                Arg::Buf(&bu[1]),
+                Arg::Buf(&bu[2]),
+                Arg::Buf(&bp[0]),
+                Arg::Buf(&bp[1]),
+                Arg::Buf(&bp[2]),
+                Arg::Buf(&bp[3]),
+                Arg::Buf(&bp[4]),
+                Arg::Buf(&bp[5]),
+                Arg::F32(taut),
+                Arg::I32(g),
+                Arg::Buf(&active),
+                Arg::I32(w as i32),
+                Arg::I32(h as i32),
+                Arg::I32(nb as i32),
             ],
         )
         .unwrap();
@@ -375,11 +544,26 @@ fn threshold_divergence_dual_steps_match_cpu() {
             let s = b * n..(b + 1) * n;
             for c in 0..if use_gamma { 3 } else { 2 } {
                 let (lo, hi) = ep.split_at_mut(2 * c + 1);
-                testing::dual_update(&eu[c][s.clone()], &mut lo[2 * c][s.clone()], &mut hi[0][s.clone()], w, h, taut);
+                testing::dual_update(
+                    &eu[c][s.clone()],
+                    &mut lo[2 * c][s.clone()],
+                    &mut hi[0][s.clone()],
+                    w,
+                    h,
+                    taut,
+                );
             }
         }
         for c in 0..if use_gamma { 6 } else { 4 } {
-            check_step(&format!("dual update (gamma {use_gamma}) p{}{}", c / 2 + 1, c % 2 + 1), &down(&bp[c], n * nb), &ep[c]);
+            check_step(
+                &format!(
+                    "dual update (gamma {use_gamma}) p{}{}",
+                    c / 2 + 1,
+                    c % 2 + 1
+                ),
+                &down(&bp[c], n * nb),
+                &ep[c],
+            );
         }
     }
 }
@@ -397,13 +581,30 @@ fn median_step_matches_cpu() {
     let active = up_i32(&[1, 0, 1]);
     for k in [3usize, 5] {
         let (s, d) = (up(&src), Shim.alloc(n * nb * 4).unwrap());
-        Shim.launch(Kernel::Median, grid(n * nb), 256, &[Arg::Buf(&s), Arg::Buf(&d), Arg::I32(k as i32), Arg::Buf(&active), Arg::I32(w as i32), Arg::I32(h as i32), Arg::I32(nb as i32)])
-            .unwrap();
+        Shim.launch(
+            Kernel::Median,
+            grid(n * nb),
+            256,
+            &[
+                Arg::Buf(&s),
+                Arg::Buf(&d),
+                Arg::I32(k as i32),
+                Arg::Buf(&active),
+                Arg::I32(w as i32),
+                Arg::I32(h as i32),
+                Arg::I32(nb as i32),
+            ],
+        )
+        .unwrap();
         let mut expect = Vec::new();
         for b in 0..nb {
             let s = &src[b * n..(b + 1) * n];
             // A stopped pair is copied through unchanged.
-            expect.extend(if b == 1 { s.to_vec() } else { testing::median(s, w, h, k) });
+            expect.extend(if b == 1 {
+                s.to_vec()
+            } else {
+                testing::median(s, w, h, k)
+            });
         }
         let got = down(&d, n * nb);
         check_step(&format!("median {k}x{k}"), &got, &expect);
@@ -424,7 +625,9 @@ fn seq_sum(v: &[f32]) -> f32 {
 fn error_reduction_decides_as_opencv() {
     let mut r = Lcg(6);
     let (n, nb) = (46 * 46, 4);
-    let du: Vec<f32> = (0..nb).flat_map(|b| r.vec(n, 0.0, 1e-4 * (b as f32 + 1.0)).into_iter()).collect();
+    let du: Vec<f32> = (0..nb)
+        .flat_map(|b| r.vec(n, 0.0, 1e-4 * (b as f32 + 1.0)).into_iter())
+        .collect();
     let sums: Vec<f32> = (0..nb).map(|b| seq_sum(&du[b * n..(b + 1) * n])).collect();
     let bdu = up(&du);
     let partial = Shim.alloc(nb * 256 * 8).unwrap();
@@ -439,25 +642,59 @@ fn error_reduction_decides_as_opencv() {
     }
     for eps in cases {
         let active = up_i32(&vec![1; nb]);
-        Shim.launch(Kernel::ErrorPartial, nb as u32, 256, &[Arg::Buf(&bdu), Arg::Buf(&partial), Arg::Buf(&active), Arg::I32(n as i32), Arg::I32(nb as i32)]).unwrap();
+        Shim.launch(
+            Kernel::ErrorPartial,
+            nb as u32,
+            256,
+            &[
+                Arg::Buf(&bdu),
+                Arg::Buf(&partial),
+                Arg::Buf(&active),
+                Arg::I32(n as i32),
+                Arg::I32(nb as i32),
+            ],
+        )
+        .unwrap();
         Shim.launch(
             Kernel::ErrorDecide,
             1,
             64,
-            &[Arg::Buf(&partial), Arg::I32(256), Arg::Buf(&bdu), Arg::Buf(&error), Arg::Buf(&active), Arg::F32(eps), Arg::I32(n as i32), Arg::I32(nb as i32)],
+            &[
+                Arg::Buf(&partial),
+                Arg::I32(256),
+                Arg::Buf(&bdu),
+                Arg::Buf(&error),
+                Arg::Buf(&active),
+                Arg::F32(eps),
+                Arg::I32(n as i32),
+                Arg::I32(nb as i32),
+            ],
         )
         .unwrap();
         let got = down_i32(&active, nb);
         let errs = down(&error, nb);
         for b in 0..nb {
             let go_on = sums[b] > eps;
-            assert_eq!(got[b] != 0, go_on, "pair {b}: eps {eps:e}, OpenCV's sum {:e}", sums[b]);
-            assert_eq!(errs[b] > eps, go_on, "pair {b}: error {} on the wrong side of {eps:e}", errs[b]);
+            assert_eq!(
+                got[b] != 0,
+                go_on,
+                "pair {b}: eps {eps:e}, OpenCV's sum {:e}",
+                sums[b]
+            );
+            assert_eq!(
+                errs[b] > eps,
+                go_on,
+                "pair {b}: error {} on the wrong side of {eps:e}",
+                errs[b]
+            );
             let rel = ((errs[b] - sums[b]) / sums[b]).abs();
             assert!(rel < 1e-3, "error value {} vs sum {}", errs[b], sums[b]);
         }
     }
-    println!("error reduction: decisions equal OpenCV's sequential f32 sum on {} thresholds", 2 + 3 * nb);
+    println!(
+        "error reduction: decisions equal OpenCV's sequential f32 sum on {} thresholds",
+        2 + 3 * nb
+    );
 }
 
 /// A smooth textured image and the same moved by a local bump of `amp` px.
@@ -466,11 +703,17 @@ fn pair(w: usize, h: usize, seed: u32, amp: f32) -> (GrayImage, GrayImage) {
     let img = |dx: f32, dy: f32| {
         let px = (0..w * h).map(|i| {
             let (x, y) = ((i % w) as f32, (i / w) as f32);
-            let g = (-((x - w as f32 * (0.35 + 0.05 * (s % 3.0))).powi(2) + (y - h as f32 * 0.5).powi(2)) / (0.02 * (w * h) as f32)).exp();
+            let g = (-((x - w as f32 * (0.35 + 0.05 * (s % 3.0))).powi(2)
+                + (y - h as f32 * 0.5).powi(2))
+                / (0.02 * (w * h) as f32))
+                .exp();
             let (x, y) = (x - dx * g, y - dy * g);
-            (128.0 + 50.0 * ((x * (0.2 + 0.01 * s)).sin() * (y * 0.17).cos()) + 20.0 * ((x * 0.9 + y * 0.3 + s).sin()) + 10.0 * (y * 0.6).sin())
-                .round()
-                .clamp(0.0, 255.0)
+            (128.0
+                + 50.0 * ((x * (0.2 + 0.01 * s)).sin() * (y * 0.17).cos())
+                + 20.0 * ((x * 0.9 + y * 0.3 + s).sin())
+                + 10.0 * (y * 0.6).sin())
+            .round()
+            .clamp(0.0, 255.0)
         });
         GrayImage::new(w, h, px.collect()).unwrap()
     };
@@ -480,7 +723,9 @@ fn pair(w: usize, h: usize, seed: u32, amp: f32) -> (GrayImage, GrayImage) {
 fn compare(what: &str, gpu: &Flow, cpu: &Flow) -> f64 {
     let epe = gpu.mean_epe(cpu).unwrap();
     let d = max_diff(gpu.data(), cpu.data());
-    let mag = cpu.mean_epe(&Flow::zeros(cpu.width(), cpu.height()).unwrap()).unwrap();
+    let mag = cpu
+        .mean_epe(&Flow::zeros(cpu.width(), cpu.height()).unwrap())
+        .unwrap();
     println!("{what}: mean EPE(GPU kernels, CPU) = {epe:.3e} px, max |d| = {d:.3e} px (mean |flow| {mag:.3} px)");
     assert!(epe <= 1e-3, "{what}: mean EPE {epe} > 1e-3");
     epe
@@ -492,14 +737,23 @@ fn whole_flows_match_cpu_in_a_batch() {
     let cpu = TvL1::new(params.clone()).unwrap();
     // Pairs that stop at different iterations (no motion stops at once) share each launch.
     let pairs: Vec<(GrayImage, GrayImage)> =
-        [(1u32, 0.3f32), (2, 1.0), (3, 2.5), (4, 0.0), (5, 6.0)].iter().map(|&(s, a)| pair(112, 112, s, a)).collect();
+        [(1u32, 0.3f32), (2, 1.0), (3, 2.5), (4, 0.0), (5, 6.0)]
+            .iter()
+            .map(|&(s, a)| pair(112, 112, s, a))
+            .collect();
     let refs: Vec<(&GrayImage, &GrayImage)> = pairs.iter().map(|(a, b)| (a, b)).collect();
     // How often the host polls the stop flags changes no result.
     for check_every in [2, 7] {
-        let gpu = GpuTvL1::with_backend(Shim, params.clone()).unwrap().with_check_every(check_every);
+        let gpu = GpuTvL1::with_backend(Shim, params.clone())
+            .unwrap()
+            .with_check_every(check_every);
         let flows = gpu.compute_batch(&refs);
         for (k, ((a, b), f)) in pairs.iter().zip(flows).enumerate() {
-            compare(&format!("112x112 pair {k} (batch of 5, poll every {check_every})"), &f.unwrap(), &cpu.compute(a, b).unwrap());
+            compare(
+                &format!("112x112 pair {k} (batch of 5, poll every {check_every})"),
+                &f.unwrap(),
+                &cpu.compute(a, b).unwrap(),
+            );
         }
     }
 }
@@ -507,40 +761,94 @@ fn whole_flows_match_cpu_in_a_batch() {
 #[test]
 fn whole_flows_match_cpu_with_other_parameters() {
     let sets = [
-        ("nscales 3, warps 3, median 3, eps 0.02, scale 0.5", TvL1Params { nscales: 3, warps: 3, median_filtering: 3, epsilon: 0.02, scale_step: 0.5, ..Default::default() }),
-        ("no median, 10 inner, 3 outer", TvL1Params { median_filtering: 1, inner_iterations: 10, outer_iterations: 3, ..Default::default() }),
-        ("gamma 0.1", TvL1Params { gamma: 0.1, ..Default::default() }),
+        (
+            "nscales 3, warps 3, median 3, eps 0.02, scale 0.5",
+            TvL1Params {
+                nscales: 3,
+                warps: 3,
+                median_filtering: 3,
+                epsilon: 0.02,
+                scale_step: 0.5,
+                ..Default::default()
+            },
+        ),
+        (
+            "no median, 10 inner, 3 outer",
+            TvL1Params {
+                median_filtering: 1,
+                inner_iterations: 10,
+                outer_iterations: 3,
+                ..Default::default()
+            },
+        ),
+        (
+            "gamma 0.1",
+            TvL1Params {
+                gamma: 0.1,
+                ..Default::default()
+            },
+        ),
     ];
     for (k, (name, params)) in sets.into_iter().enumerate() {
         let (a, b) = pair(72, 60, 10 + k as u32, 1.5);
         let cpu = TvL1::new(params.clone()).unwrap().compute(&a, &b).unwrap();
-        let gpu = GpuTvL1::with_backend(Shim, params).unwrap().compute(&a, &b).unwrap();
+        let gpu = GpuTvL1::with_backend(Shim, params)
+            .unwrap()
+            .compute(&a, &b)
+            .unwrap();
         compare(&format!("72x60, {name}"), &gpu, &cpu);
     }
 }
 
 #[test]
 fn mixed_sizes_errors_and_initial_flow() {
-    let params = TvL1Params { warps: 2, ..Default::default() };
+    let params = TvL1Params {
+        warps: 2,
+        ..Default::default()
+    };
     let cpu = TvL1::new(params.clone()).unwrap();
-    let gpu = GpuTvL1::with_backend(Shim, params).unwrap().with_max_batch(2);
+    let gpu = GpuTvL1::with_backend(Shim, params)
+        .unwrap()
+        .with_max_batch(2);
     let p1 = pair(40, 36, 20, 1.0);
     let p2 = pair(56, 40, 21, 2.0);
     let p3 = pair(40, 36, 22, 0.5);
     let p4 = pair(40, 36, 23, 1.5);
     let odd = pair(41, 36, 24, 1.0);
     // Two sizes, a size mismatch, and three pairs of one size over a batch limit of 2.
-    let batch = [(&p1.0, &p1.1), (&p2.0, &p2.1), (&p1.0, &odd.1), (&p3.0, &p3.1), (&p4.0, &p4.1)];
+    let batch = [
+        (&p1.0, &p1.1),
+        (&p2.0, &p2.1),
+        (&p1.0, &odd.1),
+        (&p3.0, &p3.1),
+        (&p4.0, &p4.1),
+    ];
     let out = gpu.compute_batch(&batch);
     assert!(matches!(out[2], Err(Error::SizeMismatch { .. })));
     for k in [0, 1, 3, 4] {
         let (a, b) = batch[k];
-        compare(&format!("mixed batch, pair {k} ({}x{})", a.width(), a.height()), out[k].as_ref().unwrap(), &cpu.compute(a, b).unwrap());
+        compare(
+            &format!("mixed batch, pair {k} ({}x{})", a.width(), a.height()),
+            out[k].as_ref().unwrap(),
+            &cpu.compute(a, b).unwrap(),
+        );
     }
     // Initial flow (OpenCV's useInitialFlow).
-    let init = Flow::new(40, 36, (0..40 * 36 * 2).map(|i| if i % 2 == 0 { 0.4 } else { -0.2 }).collect()).unwrap();
+    let init = Flow::new(
+        40,
+        36,
+        (0..40 * 36 * 2)
+            .map(|i| if i % 2 == 0 { 0.4 } else { -0.2 })
+            .collect(),
+    )
+    .unwrap();
     let mut ws = mer_flow::Workspace::default();
     let mut expect = Flow::zeros(1, 1).unwrap();
-    cpu.compute_into(&mut ws, &p1.0, &p1.1, Some(&init), &mut expect).unwrap();
-    compare("initial flow", &gpu.compute_with_initial(&p1.0, &p1.1, &init).unwrap(), &expect);
+    cpu.compute_into(&mut ws, &p1.0, &p1.1, Some(&init), &mut expect)
+        .unwrap();
+    compare(
+        "initial flow",
+        &gpu.compute_with_initial(&p1.0, &p1.1, &init).unwrap(),
+        &expect,
+    );
 }

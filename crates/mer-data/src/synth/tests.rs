@@ -3,7 +3,15 @@ use crate::index::{index_root, IndexOptions};
 use crate::list::{read_list, Dataset};
 
 fn small(seed: u64) -> SynthConfig {
-    SynthConfig { subjects: 4, samples_per_subject: 3, frames: 4, size: 64, seed, jpeg_quality: 90, extra_rows: true }
+    SynthConfig {
+        subjects: 4,
+        samples_per_subject: 3,
+        frames: 4,
+        size: 64,
+        seed,
+        jpeg_quality: 90,
+        extra_rows: true,
+    }
 }
 
 #[test]
@@ -19,16 +27,33 @@ fn round_trip_synth_then_index() {
     assert_eq!(idx.list(), expected, "dropped: {:?}", idx.dropped);
     let reasons: Vec<String> = idx.dropped.iter().map(|d| d.to_string()).collect();
     assert_eq!(reasons.len(), 5, "{reasons:#?}");
-    assert!(reasons.contains(&"casme1/sub01/EP99_1: emotion `tense` is outside the 3-class rule".to_string()), "{reasons:#?}");
-    assert!(reasons.contains(&"casme^2/15/disgust1_99: macro-expression".to_string()), "{reasons:#?}");
-    assert!(reasons.iter().any(|r| r.starts_with("casme2/sub01/EP99_02f: apex frame cell is text `/` (") && r.ends_with("sheet `Sheet1`, row 3)")), "{reasons:#?}");
+    assert!(
+        reasons.contains(
+            &"casme1/sub01/EP99_1: emotion `tense` is outside the 3-class rule".to_string()
+        ),
+        "{reasons:#?}"
+    );
+    assert!(
+        reasons.contains(&"casme^2/15/disgust1_99: macro-expression".to_string()),
+        "{reasons:#?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r
+            .starts_with("casme2/sub01/EP99_02f: apex frame cell is text `/` (")
+            && r.ends_with("sheet `Sheet1`, row 3)")),
+        "{reasons:#?}"
+    );
     // every database is present, with a native workbook
     for d in Dataset::ALL {
         assert!(expected.iter().any(|m| m.dataset == d), "{d} missing");
     }
     assert!(root.join("CASME/CASME-coded-20190721.xls").is_file());
     // frames decode at the configured size
-    let img = opencv::imgcodecs::imread(idx.samples[0].apex_path.to_str().unwrap(), opencv::imgcodecs::IMREAD_COLOR).unwrap();
+    let img = opencv::imgcodecs::imread(
+        idx.samples[0].apex_path.to_str().unwrap(),
+        opencv::imgcodecs::IMREAD_COLOR,
+    )
+    .unwrap();
     use opencv::core::MatTraitConst;
     assert_eq!((img.rows(), img.cols(), img.channels()), (64, 64, 3));
 }
@@ -42,7 +67,10 @@ fn tree_hash(root: &Path) -> Vec<(PathBuf, u64)> {
             if p.is_dir() {
                 stack.push(p);
             } else if !p.ends_with(SYNTH_MARKER) {
-                out.push((p.strip_prefix(root).unwrap().to_path_buf(), crate::util::fnv1a64(&std::fs::read(&p).unwrap())));
+                out.push((
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    crate::util::fnv1a64(&std::fs::read(&p).unwrap()),
+                ));
             }
         }
     }
@@ -53,7 +81,11 @@ fn tree_hash(root: &Path) -> Vec<(PathBuf, u64)> {
 #[test]
 fn deterministic_for_a_seed() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
     synthesize(&a, &small(5)).unwrap();
     synthesize(&b, &small(5)).unwrap();
     synthesize(&c, &small(6)).unwrap();
@@ -67,10 +99,19 @@ fn ensure_is_idempotent_and_refuses_foreign_folders() {
     let root = dir.path().join("db");
     let cfg = small(1);
     let r1 = ensure_synth(&root, &cfg).unwrap();
-    let marker_time = std::fs::metadata(root.join(SYNTH_MARKER)).unwrap().modified().unwrap();
+    let marker_time = std::fs::metadata(root.join(SYNTH_MARKER))
+        .unwrap()
+        .modified()
+        .unwrap();
     let r2 = ensure_synth(&root, &cfg).unwrap();
     assert_eq!(r1, r2);
-    assert_eq!(std::fs::metadata(root.join(SYNTH_MARKER)).unwrap().modified().unwrap(), marker_time);
+    assert_eq!(
+        std::fs::metadata(root.join(SYNTH_MARKER))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        marker_time
+    );
     let e = ensure_synth(&root, &small(2)).unwrap_err().to_string();
     assert!(e.contains("another configuration"), "{e}");
     let other = dir.path().join("other");
@@ -105,7 +146,8 @@ fn motions_are_small_and_local() {
                 let (u, v) = ((x as f32 - face.cx) / face.a, (y as f32 - face.cy) / face.a);
                 let (mut dx, mut dy) = (0.0f32, 0.0f32);
                 for b in &m.bumps {
-                    let w = (-((u - b.u).powi(2) + (v - b.v).powi(2)) / (2.0 * b.sigma * b.sigma)).exp();
+                    let w = (-((u - b.u).powi(2) + (v - b.v).powi(2)) / (2.0 * b.sigma * b.sigma))
+                        .exp();
                     dx += w * b.du;
                     dy += w * b.dv;
                 }
@@ -116,11 +158,20 @@ fn motions_are_small_and_local() {
         }
         let total = mags.len();
         let moved = mags.iter().filter(|&&d| d > 0.25 * max).count();
-        assert!((0.3..=3.5).contains(&max), "sample {s}: max displacement {max}");
-        assert!(moved < total * 3 / 10, "sample {s}: motion not local ({moved} of {total})");
+        assert!(
+            (0.3..=3.5).contains(&max),
+            "sample {s}: max displacement {max}"
+        );
+        assert!(
+            moved < total * 3 / 10,
+            "sample {s}: motion not local ({moved} of {total})"
+        );
         maxes.push(max);
     }
-    assert!(maxes.iter().any(|&m| m < 1.0) && maxes.iter().any(|&m| m > 2.0), "{maxes:?}");
+    assert!(
+        maxes.iter().any(|&m| m < 1.0) && maxes.iter().any(|&m| m > 2.0),
+        "{maxes:?}"
+    );
 }
 
 #[test]
@@ -128,6 +179,13 @@ fn class_balance_like_the_reference() {
     let v = class_plan(96, &mut Rng::new(0, &[]));
     let count = |c| v.iter().filter(|&&x| x == c).count();
     assert_eq!(v.len(), 96);
-    assert_eq!((count(Class::Negative), count(Class::Positive), count(Class::Surprise)), (63, 16, 17));
+    assert_eq!(
+        (
+            count(Class::Negative),
+            count(Class::Positive),
+            count(Class::Surprise)
+        ),
+        (63, 16, 17)
+    );
     assert_eq!(SynthConfig::default().split(), [4, 2, 6]);
 }

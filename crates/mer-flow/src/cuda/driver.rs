@@ -103,7 +103,13 @@ pub trait Backend {
     /// Copies the first `bytes` bytes of `src` to `dst`.
     fn copy(&self, src: &Self::Buf, dst: &mut Self::Buf, bytes: usize) -> Result<()>;
     /// Launches `kernel` on a 1-D grid of `grid` blocks of `block` threads.
-    fn launch(&self, kernel: Kernel, grid: u32, block: u32, args: &[Arg<'_, Self::Buf>]) -> Result<()>;
+    fn launch(
+        &self,
+        kernel: Kernel,
+        grid: u32,
+        block: u32,
+        args: &[Arg<'_, Self::Buf>],
+    ) -> Result<()>;
 }
 
 pub(crate) fn f32_bytes(v: &[f32]) -> &[u8] {
@@ -183,7 +189,10 @@ pub struct GpuTvL1<B: Backend> {
 
 impl<B: Backend> std::fmt::Debug for GpuTvL1<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GpuTvL1").field("params", &self.params).field("max_batch", &self.max_batch).finish_non_exhaustive()
+        f.debug_struct("GpuTvL1")
+            .field("params", &self.params)
+            .field("max_batch", &self.max_batch)
+            .finish_non_exhaustive()
     }
 }
 
@@ -194,7 +203,14 @@ impl<B: Backend> GpuTvL1<B> {
         let tab: Vec<f32> = crate::remap::table().iter().flatten().copied().collect();
         let mut table = backend.alloc(tab.len() * 4)?;
         backend.upload(&mut table, f32_bytes(&tab))?;
-        Ok(Self { backend, params, table, max_batch: 256, check_every: 2, cache: Mutex::new(None) })
+        Ok(Self {
+            backend,
+            params,
+            table,
+            max_batch: 256,
+            check_every: 2,
+            cache: Mutex::new(None),
+        })
     }
 
     /// At most this many pairs per kernel launch (default 256; about 1.4 MB
@@ -224,12 +240,21 @@ impl<B: Backend> GpuTvL1<B> {
 
     /// Flow from `prev` to `next`, starting from zero.
     pub fn compute(&self, prev: &GrayImage, next: &GrayImage) -> Result<Flow> {
-        self.compute_into_batch(&[(prev, next)], None).pop().expect("one result per pair")
+        self.compute_into_batch(&[(prev, next)], None)
+            .pop()
+            .expect("one result per pair")
     }
 
     /// Flow from `prev` to `next` starting from `initial` (OpenCV's `useInitialFlow`).
-    pub fn compute_with_initial(&self, prev: &GrayImage, next: &GrayImage, initial: &Flow) -> Result<Flow> {
-        self.compute_into_batch(&[(prev, next)], Some(&[initial])).pop().expect("one result per pair")
+    pub fn compute_with_initial(
+        &self,
+        prev: &GrayImage,
+        next: &GrayImage,
+        initial: &Flow,
+    ) -> Result<Flow> {
+        self.compute_into_batch(&[(prev, next)], Some(&[initial]))
+            .pop()
+            .expect("one result per pair")
     }
 
     /// Flows of many pairs: pairs of one size go through the kernels together,
@@ -239,19 +264,37 @@ impl<B: Backend> GpuTvL1<B> {
         self.compute_into_batch(pairs, None)
     }
 
-    fn compute_into_batch(&self, pairs: &[(&GrayImage, &GrayImage)], initial: Option<&[&Flow]>) -> Vec<Result<Flow>> {
+    fn compute_into_batch(
+        &self,
+        pairs: &[(&GrayImage, &GrayImage)],
+        initial: Option<&[&Flow]>,
+    ) -> Vec<Result<Flow>> {
         let mut out: Vec<Option<Result<Flow>>> = (0..pairs.len()).map(|_| None).collect();
         // Group the valid pairs by size, in input order.
         let mut groups: Vec<((usize, usize), Vec<usize>)> = Vec::new();
         for (k, (a, b)) in pairs.iter().enumerate() {
             let (w, h) = (a.width(), a.height());
             if (b.width(), b.height()) != (w, h) {
-                out[k] = Some(Err(Error::SizeMismatch { what: "prev", a_w: w, a_h: h, other: "next", b_w: b.width(), b_h: b.height() }));
+                out[k] = Some(Err(Error::SizeMismatch {
+                    what: "prev",
+                    a_w: w,
+                    a_h: h,
+                    other: "next",
+                    b_w: b.width(),
+                    b_h: b.height(),
+                }));
                 continue;
             }
             if let Some(f) = initial.map(|f| f[k]) {
                 if (f.width(), f.height()) != (w, h) {
-                    out[k] = Some(Err(Error::SizeMismatch { what: "prev", a_w: w, a_h: h, other: "initial flow", b_w: f.width(), b_h: f.height() }));
+                    out[k] = Some(Err(Error::SizeMismatch {
+                        what: "prev",
+                        a_w: w,
+                        a_h: h,
+                        other: "initial flow",
+                        b_w: f.width(),
+                        b_h: f.height(),
+                    }));
                     continue;
                 }
             }
@@ -263,7 +306,8 @@ impl<B: Backend> GpuTvL1<B> {
         for ((w, h), idx) in groups {
             for chunk in idx.chunks(self.max_batch) {
                 let ps: Vec<(&GrayImage, &GrayImage)> = chunk.iter().map(|&k| pairs[k]).collect();
-                let init: Option<Vec<&Flow>> = initial.map(|f| chunk.iter().map(|&k| f[k]).collect());
+                let init: Option<Vec<&Flow>> =
+                    initial.map(|f| chunk.iter().map(|&k| f[k]).collect());
                 match self.run(w, h, &ps, init.as_deref()) {
                     Ok(flows) => {
                         for (&k, f) in chunk.iter().zip(flows) {
@@ -278,7 +322,9 @@ impl<B: Backend> GpuTvL1<B> {
                 }
             }
         }
-        out.into_iter().map(|r| r.expect("every pair has a result")).collect()
+        out.into_iter()
+            .map(|r| r.expect("every pair has a result"))
+            .collect()
     }
 
     /// The pyramid sizes of a `w` x `h` pair (as tvl1.rs: stop below 16 px).
@@ -303,7 +349,15 @@ impl<B: Backend> GpuTvL1<B> {
         let mut levels = Vec::with_capacity(sizes.len());
         for &(lw, lh) in &sizes {
             let n = lw * lh;
-            levels.push(Level { w: lw, h: lh, i0: f(n)?, i1: f(n)?, u1: f(n)?, u2: f(n)?, u3: f(if gamma { n } else { 1 })? });
+            levels.push(Level {
+                w: lw,
+                h: lh,
+                i0: f(n)?,
+                i1: f(n)?,
+                u1: f(n)?,
+                u2: f(n)?,
+                u3: f(if gamma { n } else { 1 })?,
+            });
         }
         let g = if gamma { n0 } else { 1 };
         Ok(Buffers {
@@ -326,13 +380,35 @@ impl<B: Backend> GpuTvL1<B> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn resize(&self, src: &B::Buf, sw: usize, sh: usize, dst: &B::Buf, dw: usize, dh: usize, scale: (f64, f64), mul: f32, nb: usize) -> Result<()> {
+    fn resize(
+        &self,
+        src: &B::Buf,
+        sw: usize,
+        sh: usize,
+        dst: &B::Buf,
+        dw: usize,
+        dh: usize,
+        scale: (f64, f64),
+        mul: f32,
+        nb: usize,
+    ) -> Result<()> {
         use Arg::*;
         self.backend.launch(
             Kernel::Resize,
             grid_for(dw * dh * nb)?,
             BLOCK,
-            &[Buf(src), I32(as_i32(sw)?), I32(as_i32(sh)?), Buf(dst), I32(as_i32(dw)?), I32(as_i32(dh)?), F64(scale.0), F64(scale.1), F32(mul), I32(as_i32(nb)?)],
+            &[
+                Buf(src),
+                I32(as_i32(sw)?),
+                I32(as_i32(sh)?),
+                Buf(dst),
+                I32(as_i32(dw)?),
+                I32(as_i32(dh)?),
+                F64(scale.0),
+                F64(scale.1),
+                F32(mul),
+                I32(as_i32(nb)?),
+            ],
         )
     }
 
@@ -342,10 +418,19 @@ impl<B: Backend> GpuTvL1<B> {
         Ok(flags.iter().any(|&a| a != 0))
     }
 
-    fn run(&self, w: usize, h: usize, pairs: &[(&GrayImage, &GrayImage)], initial: Option<&[&Flow]>) -> Result<Vec<Flow>> {
+    fn run(
+        &self,
+        w: usize,
+        h: usize,
+        pairs: &[(&GrayImage, &GrayImage)],
+        initial: Option<&[&Flow]>,
+    ) -> Result<Vec<Flow>> {
         let nb = pairs.len();
         let gamma = self.params.gamma != 0.0;
-        let mut cache = self.cache.lock().map_err(|_| Error::Gpu("a previous GPU call panicked".into()))?;
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| Error::Gpu("a previous GPU call panicked".into()))?;
         let mut bufs = match cache.take() {
             Some(b) if b.key == (w, h, nb, gamma) => b,
             _ => self.buffers(w, h, nb, gamma)?,
@@ -355,7 +440,12 @@ impl<B: Backend> GpuTvL1<B> {
         result
     }
 
-    fn run_on(&self, bufs: &mut Buffers<B::Buf>, pairs: &[(&GrayImage, &GrayImage)], initial: Option<&[&Flow]>) -> Result<Vec<Flow>> {
+    fn run_on(
+        &self,
+        bufs: &mut Buffers<B::Buf>,
+        pairs: &[(&GrayImage, &GrayImage)],
+        initial: Option<&[&Flow]>,
+    ) -> Result<Vec<Flow>> {
         let p = &self.params;
         let be = &self.backend;
         let nb = pairs.len();
@@ -388,13 +478,19 @@ impl<B: Backend> GpuTvL1<B> {
                     host.extend(f.data().iter().skip(comp).step_by(2));
                 }
                 let l0 = &mut bufs.levels[0];
-                be.upload(if comp == 0 { &mut l0.u1 } else { &mut l0.u2 }, f32_bytes(&host))?;
+                be.upload(
+                    if comp == 0 { &mut l0.u1 } else { &mut l0.u2 },
+                    f32_bytes(&host),
+                )?;
             }
             let k = p.scale_step as f32;
             for s in 1..nscales {
                 let (lo, hi) = bufs.levels.split_at_mut(s);
                 let (a, b) = (&lo[s - 1], &hi[0]);
-                let ratio = (1.0 / (b.w as f64 / a.w as f64), 1.0 / (b.h as f64 / a.h as f64));
+                let ratio = (
+                    1.0 / (b.w as f64 / a.w as f64),
+                    1.0 / (b.h as f64 / a.h as f64),
+                );
                 self.resize(&a.u1, a.w, a.h, &b.u1, b.w, b.h, ratio, k, nb)?;
                 self.resize(&a.u2, a.w, a.h, &b.u2, b.w, b.h, ratio, k, nb)?;
             }
@@ -414,18 +510,29 @@ impl<B: Backend> GpuTvL1<B> {
             }
             let (lo, hi) = bufs.levels.split_at_mut(s);
             let (fine, coarse) = (&lo[s - 1], &hi[0]);
-            let ratio = (1.0 / (fine.w as f64 / coarse.w as f64), 1.0 / (fine.h as f64 / coarse.h as f64));
-            self.resize(&coarse.u1, coarse.w, coarse.h, &fine.u1, fine.w, fine.h, ratio, inv_step, nb)?;
-            self.resize(&coarse.u2, coarse.w, coarse.h, &fine.u2, fine.w, fine.h, ratio, inv_step, nb)?;
+            let ratio = (
+                1.0 / (fine.w as f64 / coarse.w as f64),
+                1.0 / (fine.h as f64 / coarse.h as f64),
+            );
+            self.resize(
+                &coarse.u1, coarse.w, coarse.h, &fine.u1, fine.w, fine.h, ratio, inv_step, nb,
+            )?;
+            self.resize(
+                &coarse.u2, coarse.w, coarse.h, &fine.u2, fine.w, fine.h, ratio, inv_step, nb,
+            )?;
             if gamma {
-                self.resize(&coarse.u3, coarse.w, coarse.h, &fine.u3, fine.w, fine.h, ratio, 1.0, nb)?;
+                self.resize(
+                    &coarse.u3, coarse.w, coarse.h, &fine.u3, fine.w, fine.h, ratio, 1.0, nb,
+                )?;
             }
         }
         let mut u = vec![0f32; n0 * nb];
         let mut v = vec![0f32; n0 * nb];
         be.download(&bufs.levels[0].u1, f32_bytes_mut(&mut u))?;
         be.download(&bufs.levels[0].u2, f32_bytes_mut(&mut v))?;
-        (0..nb).map(|b| Flow::from_planes(w, h, &u[b * n0..(b + 1) * n0], &v[b * n0..(b + 1) * n0])).collect()
+        (0..nb)
+            .map(|b| Flow::from_planes(w, h, &u[b * n0..(b + 1) * n0], &v[b * n0..(b + 1) * n0]))
+            .collect()
     }
 
     fn one_scale(&self, bufs: &mut Buffers<B::Buf>, s: usize, nb: usize) -> Result<()> {
@@ -433,7 +540,23 @@ impl<B: Backend> GpuTvL1<B> {
         let p = &self.params;
         let be = &self.backend;
         let gamma = p.gamma != 0.0;
-        let Buffers { levels, i1x, i1y, i1wx, i1wy, grad, rho, v, p: pd, du, tmp, active, error, partial, .. } = bufs;
+        let Buffers {
+            levels,
+            i1x,
+            i1y,
+            i1wx,
+            i1wy,
+            grad,
+            rho,
+            v,
+            p: pd,
+            du,
+            tmp,
+            active,
+            error,
+            partial,
+            ..
+        } = bufs;
         let lv = &mut levels[s];
         let (w, h) = (lv.w, lv.h);
         let n = w * h;
@@ -448,7 +571,12 @@ impl<B: Backend> GpuTvL1<B> {
         for q in pd.iter_mut() {
             be.zero(q)?;
         }
-        be.launch(Kernel::CenteredGradient, grid, BLOCK, &[Buf(&lv.i1), Buf(i1x), Buf(i1y), I32(wi), I32(hi), I32(nbi)])?;
+        be.launch(
+            Kernel::CenteredGradient,
+            grid,
+            BLOCK,
+            &[Buf(&lv.i1), Buf(i1x), Buf(i1y), I32(wi), I32(hi), I32(nbi)],
+        )?;
         let ones = vec![1i32; nb];
         for _warp in 0..p.warps {
             be.launch(
@@ -456,8 +584,20 @@ impl<B: Backend> GpuTvL1<B> {
                 grid,
                 BLOCK,
                 &[
-                    Buf(&lv.i1), Buf(i1x), Buf(i1y), Buf(&lv.i0), Buf(&lv.u1), Buf(&lv.u2), Buf(&self.table),
-                    Buf(i1wx), Buf(i1wy), Buf(grad), Buf(rho), I32(wi), I32(hi), I32(nbi),
+                    Buf(&lv.i1),
+                    Buf(i1x),
+                    Buf(i1y),
+                    Buf(&lv.i0),
+                    Buf(&lv.u1),
+                    Buf(&lv.u2),
+                    Buf(&self.table),
+                    Buf(i1wx),
+                    Buf(i1wy),
+                    Buf(grad),
+                    Buf(rho),
+                    I32(wi),
+                    I32(hi),
+                    I32(nbi),
                 ],
             )?;
             be.upload(active, i32_bytes(&ones))?;
@@ -468,7 +608,20 @@ impl<B: Backend> GpuTvL1<B> {
                 if p.median_filtering > 1 {
                     let k = as_i32(p.median_filtering)?;
                     for u in [&mut lv.u1, &mut lv.u2] {
-                        be.launch(Kernel::Median, grid, BLOCK, &[Buf(u), Buf(tmp), I32(k), Buf(active), I32(wi), I32(hi), I32(nbi)])?;
+                        be.launch(
+                            Kernel::Median,
+                            grid,
+                            BLOCK,
+                            &[
+                                Buf(u),
+                                Buf(tmp),
+                                I32(k),
+                                Buf(active),
+                                I32(wi),
+                                I32(hi),
+                                I32(nbi),
+                            ],
+                        )?;
                         be.copy(tmp, u, n * nb * 4)?;
                     }
                 }
@@ -481,8 +634,22 @@ impl<B: Backend> GpuTvL1<B> {
                         grid,
                         BLOCK,
                         &[
-                            Buf(i1wx), Buf(i1wy), Buf(grad), Buf(rho), Buf(&lv.u1), Buf(&lv.u2), Buf(&lv.u3),
-                            Buf(&v[0]), Buf(&v[1]), Buf(&v[2]), F32(l_t), F32(gam), I32(g), Buf(active), I32(ni), I32(nbi),
+                            Buf(i1wx),
+                            Buf(i1wy),
+                            Buf(grad),
+                            Buf(rho),
+                            Buf(&lv.u1),
+                            Buf(&lv.u2),
+                            Buf(&lv.u3),
+                            Buf(&v[0]),
+                            Buf(&v[1]),
+                            Buf(&v[2]),
+                            F32(l_t),
+                            F32(gam),
+                            I32(g),
+                            Buf(active),
+                            I32(ni),
+                            I32(nbi),
                         ],
                     )?;
                     be.launch(
@@ -490,9 +657,25 @@ impl<B: Backend> GpuTvL1<B> {
                         grid,
                         BLOCK,
                         &[
-                            Buf(&pd[0]), Buf(&pd[1]), Buf(&pd[2]), Buf(&pd[3]), Buf(&pd[4]), Buf(&pd[5]),
-                            Buf(&v[0]), Buf(&v[1]), Buf(&v[2]), Buf(&lv.u1), Buf(&lv.u2), Buf(&lv.u3), Buf(du),
-                            F32(theta), I32(g), Buf(active), I32(wi), I32(hi), I32(nbi),
+                            Buf(&pd[0]),
+                            Buf(&pd[1]),
+                            Buf(&pd[2]),
+                            Buf(&pd[3]),
+                            Buf(&pd[4]),
+                            Buf(&pd[5]),
+                            Buf(&v[0]),
+                            Buf(&v[1]),
+                            Buf(&v[2]),
+                            Buf(&lv.u1),
+                            Buf(&lv.u2),
+                            Buf(&lv.u3),
+                            Buf(du),
+                            F32(theta),
+                            I32(g),
+                            Buf(active),
+                            I32(wi),
+                            I32(hi),
+                            I32(nbi),
                         ],
                     )?;
                     be.launch(
@@ -500,17 +683,43 @@ impl<B: Backend> GpuTvL1<B> {
                         grid,
                         BLOCK,
                         &[
-                            Buf(&lv.u1), Buf(&lv.u2), Buf(&lv.u3),
-                            Buf(&pd[0]), Buf(&pd[1]), Buf(&pd[2]), Buf(&pd[3]), Buf(&pd[4]), Buf(&pd[5]),
-                            F32(taut), I32(g), Buf(active), I32(wi), I32(hi), I32(nbi),
+                            Buf(&lv.u1),
+                            Buf(&lv.u2),
+                            Buf(&lv.u3),
+                            Buf(&pd[0]),
+                            Buf(&pd[1]),
+                            Buf(&pd[2]),
+                            Buf(&pd[3]),
+                            Buf(&pd[4]),
+                            Buf(&pd[5]),
+                            F32(taut),
+                            I32(g),
+                            Buf(active),
+                            I32(wi),
+                            I32(hi),
+                            I32(nbi),
                         ],
                     )?;
-                    be.launch(Kernel::ErrorPartial, nb as u32, REDUCE_BLOCK, &[Buf(du), Buf(partial), Buf(active), I32(ni), I32(nbi)])?;
+                    be.launch(
+                        Kernel::ErrorPartial,
+                        nb as u32,
+                        REDUCE_BLOCK,
+                        &[Buf(du), Buf(partial), Buf(active), I32(ni), I32(nbi)],
+                    )?;
                     be.launch(
                         Kernel::ErrorDecide,
                         (nb as u32).div_ceil(64),
                         64,
-                        &[Buf(partial), I32(REDUCE_BLOCK as i32), Buf(du), Buf(error), Buf(active), F32(scaled_eps), I32(ni), I32(nbi)],
+                        &[
+                            Buf(partial),
+                            I32(REDUCE_BLOCK as i32),
+                            Buf(du),
+                            Buf(error),
+                            Buf(active),
+                            F32(scaled_eps),
+                            I32(ni),
+                            I32(nbi),
+                        ],
                     )?;
                 }
             }

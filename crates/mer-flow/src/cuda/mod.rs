@@ -78,7 +78,18 @@ pub const SOURCES: &[(&str, &str)] = &[
 pub fn file_source(name: &str) -> Option<String> {
     let (_, text) = SOURCES.iter().find(|(n, _)| *n == name)?;
     let common = SOURCES[0].1;
-    Some(text.lines().map(|l| if l.trim() == "#include \"common.cuh\"" { common } else { l }).collect::<Vec<_>>().join("\n"))
+    Some(
+        text.lines()
+            .map(|l| {
+                if l.trim() == "#include \"common.cuh\"" {
+                    common
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
 }
 
 /// All kernels as one program (the header once, then every `.cu` file).
@@ -86,7 +97,10 @@ pub fn program_source() -> String {
     let mut s = String::from(SOURCES[0].1);
     for (_, text) in &SOURCES[1..] {
         s.push('\n');
-        for l in text.lines().filter(|l| l.trim() != "#include \"common.cuh\"") {
+        for l in text
+            .lines()
+            .filter(|l| l.trim() != "#include \"common.cuh\"")
+        {
             s.push_str(l);
             s.push('\n');
         }

@@ -3,7 +3,9 @@
 
 use super::driver::{Arg, Backend, GpuTvL1, Kernel};
 use crate::{Error, Result, TvL1Params};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+};
 use cudarc::nvrtc::{CompileOptions, Ptx};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -88,9 +90,9 @@ pub fn compile_ptx(source: &str) -> Result<String> {
         .map_err(|_| Error::Gpu("NVRTC panicked (library not loadable?)".into()))?;
     match ptx {
         Ok(p) => Ok(p.to_src()),
-        Err(cudarc::nvrtc::CompileError::CompileError { nvrtc, log, .. }) => {
-            Err(Error::Gpu(format!("NVRTC failed ({nvrtc:?}):\n{}", log.to_string_lossy())))
-        }
+        Err(cudarc::nvrtc::CompileError::CompileError { nvrtc, log, .. }) => Err(Error::Gpu(
+            format!("NVRTC failed ({nvrtc:?}):\n{}", log.to_string_lossy()),
+        )),
         Err(e) => Err(Error::Gpu(format!("NVRTC: {e:?}"))),
     }
 }
@@ -98,7 +100,9 @@ pub fn compile_ptx(source: &str) -> Result<String> {
 /// The PTX of all kernels, compiled once per process.
 fn program_ptx() -> Result<String> {
     static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-    PTX.get_or_init(|| compile_ptx(&super::program_source()).map_err(|e| e.to_string())).clone().map_err(Error::Gpu)
+    PTX.get_or_init(|| compile_ptx(&super::program_source()).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(Error::Gpu)
 }
 
 struct DeviceState {
@@ -116,7 +120,9 @@ pub struct CudaBackend {
 
 impl std::fmt::Debug for CudaBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CudaBackend").field("ordinal", &self.state.ctx.ordinal()).finish_non_exhaustive()
+        f.debug_struct("CudaBackend")
+            .field("ordinal", &self.state.ctx.ordinal())
+            .finish_non_exhaustive()
     }
 }
 
@@ -125,7 +131,10 @@ impl CudaBackend {
     /// panics, when there is no driver, no such device, or no NVRTC.
     pub fn new(ordinal: usize) -> Result<Self> {
         static DEVICES: OnceLock<Mutex<HashMap<usize, CudaBackend>>> = OnceLock::new();
-        let mut map = DEVICES.get_or_init(Default::default).lock().map_err(|_| Error::Gpu("device table poisoned".into()))?;
+        let mut map = DEVICES
+            .get_or_init(Default::default)
+            .lock()
+            .map_err(|_| Error::Gpu("device table poisoned".into()))?;
         if let Some(d) = map.get(&ordinal) {
             return Ok(d.clone());
         }
@@ -138,19 +147,25 @@ impl CudaBackend {
         // cudarc panics when the driver library is missing: look for it first.
         // SAFETY: only tries to dlopen candidate names.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
-            return Err(Error::Gpu("no NVIDIA driver (libcuda.so.1 not found): this machine has no usable GPU".into()));
+            return Err(Error::Gpu(
+                "no NVIDIA driver (libcuda.so.1 not found): this machine has no usable GPU".into(),
+            ));
         }
         let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
             .map_err(|_| Error::Gpu("the CUDA driver panicked on initialisation".into()))?
             .map_err(gpu(&format!("CUDA device {ordinal}")))?;
         let ptx = program_ptx()?;
-        let module = ctx.load_module(Ptx::from_src(ptx)).map_err(gpu("loading the TV-L1 kernels"))?;
+        let module = ctx
+            .load_module(Ptx::from_src(ptx))
+            .map_err(gpu("loading the TV-L1 kernels"))?;
         let funcs = Kernel::ALL
             .iter()
             .map(|k| module.load_function(k.name()).map_err(gpu(k.name())))
             .collect::<Result<Vec<_>>>()?;
         let stream = ctx.new_stream().map_err(gpu("creating a stream"))?;
-        Ok(Self { state: Arc::new(DeviceState { ctx, stream, funcs }) })
+        Ok(Self {
+            state: Arc::new(DeviceState { ctx, stream, funcs }),
+        })
     }
 
     /// The device's name.
@@ -173,7 +188,10 @@ impl Backend for CudaBackend {
     type Buf = CudaSlice<u8>;
 
     fn alloc(&self, bytes: usize) -> Result<CudaSlice<u8>> {
-        self.state.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(gpu("alloc"))
+        self.state
+            .stream
+            .alloc_zeros::<u8>(bytes.max(1))
+            .map_err(gpu("alloc"))
     }
 
     fn zero(&self, buf: &mut CudaSlice<u8>) -> Result<()> {
@@ -182,28 +200,58 @@ impl Backend for CudaBackend {
 
     fn upload(&self, buf: &mut CudaSlice<u8>, data: &[u8]) -> Result<()> {
         if data.len() > buf.len() {
-            return Err(Error::Gpu(format!("upload of {} bytes into a buffer of {}", data.len(), buf.len())));
+            return Err(Error::Gpu(format!(
+                "upload of {} bytes into a buffer of {}",
+                data.len(),
+                buf.len()
+            )));
         }
-        self.state.stream.memcpy_htod(data, &mut buf.slice_mut(..data.len())).map_err(gpu("upload"))
+        self.state
+            .stream
+            .memcpy_htod(data, &mut buf.slice_mut(..data.len()))
+            .map_err(gpu("upload"))
     }
 
     fn download(&self, buf: &CudaSlice<u8>, out: &mut [u8]) -> Result<()> {
         if out.len() > buf.len() {
-            return Err(Error::Gpu(format!("download of {} bytes from a buffer of {}", out.len(), buf.len())));
+            return Err(Error::Gpu(format!(
+                "download of {} bytes from a buffer of {}",
+                out.len(),
+                buf.len()
+            )));
         }
-        self.state.stream.memcpy_dtoh(&buf.slice(..out.len()), out).map_err(gpu("download"))?;
+        self.state
+            .stream
+            .memcpy_dtoh(&buf.slice(..out.len()), out)
+            .map_err(gpu("download"))?;
         self.synchronize()
     }
 
     fn copy(&self, src: &CudaSlice<u8>, dst: &mut CudaSlice<u8>, bytes: usize) -> Result<()> {
         if bytes > src.len() || bytes > dst.len() {
-            return Err(Error::Gpu(format!("copy of {bytes} bytes between buffers of {} and {}", src.len(), dst.len())));
+            return Err(Error::Gpu(format!(
+                "copy of {bytes} bytes between buffers of {} and {}",
+                src.len(),
+                dst.len()
+            )));
         }
-        self.state.stream.memcpy_dtod(&src.slice(..bytes), &mut dst.slice_mut(..bytes)).map_err(gpu("copy"))
+        self.state
+            .stream
+            .memcpy_dtod(&src.slice(..bytes), &mut dst.slice_mut(..bytes))
+            .map_err(gpu("copy"))
     }
 
-    fn launch(&self, kernel: Kernel, grid: u32, block: u32, args: &[Arg<'_, CudaSlice<u8>>]) -> Result<()> {
-        let idx = Kernel::ALL.iter().position(|k| *k == kernel).expect("every kernel is in ALL");
+    fn launch(
+        &self,
+        kernel: Kernel,
+        grid: u32,
+        block: u32,
+        args: &[Arg<'_, CudaSlice<u8>>],
+    ) -> Result<()> {
+        let idx = Kernel::ALL
+            .iter()
+            .position(|k| *k == kernel)
+            .expect("every kernel is in ALL");
         let f = &self.state.funcs[idx];
         let mut lb = self.state.stream.launch_builder(f);
         for a in args {
@@ -214,7 +262,11 @@ impl Backend for CudaBackend {
                 Arg::F64(v) => lb.arg(v),
             };
         }
-        let cfg = LaunchConfig { grid_dim: (grid.max(1), 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (grid.max(1), 1, 1),
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: 0,
+        };
         // SAFETY: the argument list follows the kernel's parameter list (see driver.rs
         // and cuda/*.cu), and every buffer is large enough for the launch's indices.
         unsafe { lb.launch(cfg) }.map_err(gpu(kernel.name()))?;

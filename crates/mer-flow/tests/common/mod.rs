@@ -10,7 +10,14 @@ use opencv::{core, optflow, prelude::*};
 /// fine texture. `seed` varies the face.
 pub fn face(size: usize, seed: u32) -> impl Fn(f32, f32) -> f32 {
     let s = size as f32;
-    let r = move |k: u32| ((seed.wrapping_mul(2654435761).wrapping_add(k.wrapping_mul(40503)) >> 8) % 1000) as f32 / 1000.0;
+    let r = move |k: u32| {
+        ((seed
+            .wrapping_mul(2654435761)
+            .wrapping_add(k.wrapping_mul(40503))
+            >> 8)
+            % 1000) as f32
+            / 1000.0
+    };
     let (fx, fy) = (0.5 + 0.04 * (r(1) - 0.5), 0.52 + 0.04 * (r(2) - 0.5));
     let (ax, ay) = (0.36 + 0.05 * r(3), 0.45 + 0.04 * r(4));
     let skin = 150.0 + 40.0 * r(5);
@@ -33,7 +40,9 @@ pub fn face(size: usize, seed: u32) -> impl Fn(f32, f32) -> f32 {
         }
         v -= 55.0 * gauss(x, y, fx, fy + 0.2, 0.12, 0.02); // mouth
         v += 12.0 * gauss(x, y, fx, fy - 0.02, 0.03, 0.12); // nose ridge
-        v += tex * ((px * 1.7 + 3.0 * r(7)).sin() * (py * 1.3).cos() + 0.6 * (px * 0.9 + py * 2.1).sin());
+        v += tex
+            * ((px * 1.7 + 3.0 * r(7)).sin() * (py * 1.3).cos()
+                + 0.6 * (px * 0.9 + py * 2.1).sin());
         v
     }
 }
@@ -125,13 +134,27 @@ pub fn opencv_tvl1(p: &TvL1Params) -> core::Ptr<optflow::DualTVL1OpticalFlow> {
 }
 
 pub fn mat_u8(w: usize, h: usize, d: &[u8]) -> core::Mat {
-    core::Mat::new_rows_cols_with_data(h as i32, w as i32, d).unwrap().try_clone().unwrap()
+    core::Mat::new_rows_cols_with_data(h as i32, w as i32, d)
+        .unwrap()
+        .try_clone()
+        .unwrap()
 }
 
 /// OpenCV's flow of a u8 pair.
-pub fn opencv_flow(tv: &mut core::Ptr<optflow::DualTVL1OpticalFlow>, w: usize, h: usize, a: &core::Mat, b: &core::Mat) -> Flow {
+pub fn opencv_flow(
+    tv: &mut core::Ptr<optflow::DualTVL1OpticalFlow>,
+    w: usize,
+    h: usize,
+    a: &core::Mat,
+    b: &core::Mat,
+) -> Flow {
     let mut out = core::Mat::default();
     tv.calc(a, b, &mut out).unwrap();
-    let data: Vec<f32> = out.data_typed::<core::Vec2f>().unwrap().iter().flat_map(|v| [v[0], v[1]]).collect();
+    let data: Vec<f32> = out
+        .data_typed::<core::Vec2f>()
+        .unwrap()
+        .iter()
+        .flat_map(|v| [v[0], v[1]])
+        .collect();
     Flow::new(w, h, data).unwrap()
 }
