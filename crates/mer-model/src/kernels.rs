@@ -233,32 +233,52 @@ fn im2col<T: WithDType>(x: &[T], g: &Geom, col: &mut [T]) {
     }
     let (oh, ow, k, s) = (g.oh(), g.ow(), g.k, g.stride);
     let ohw = oh * ow;
+    // Each input row split into `s` phase rows (phase `p` holds columns p, p+s, p+2s, ..):
+    // output column `o` of kernel column `kw` reads phase `(kw-pad) mod s` at `o + (kw-pad)
+    // div s`, so every row of `col` is a run of block copies instead of a strided gather.
+    let wp = g.w.div_ceil(s);
+    let phases: Vec<T>;
+    let (src_all, row_len): (&[T], usize) = if s == 1 {
+        (x, g.w)
+    } else {
+        let mut ph = vec![zero::<T>(); g.cin * g.h * s * wp];
+        for (src, dst) in x.chunks_exact(g.w).zip(ph.chunks_exact_mut(s * wp)) {
+            for p in 0..s.min(g.w) {
+                for (d, &v) in dst[p * wp..(p + 1) * wp]
+                    .iter_mut()
+                    .zip(src[p..].iter().step_by(s))
+                {
+                    *d = v;
+                }
+            }
+        }
+        phases = ph;
+        (&phases, s * wp)
+    };
     for ci in 0..g.cin {
-        let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        let plane = &src_all[ci * g.h * row_len..(ci + 1) * g.h * row_len];
         for kh in 0..k {
             let (rlo, rhi) = g.valid(kh, oh, g.h);
             for kw in 0..k {
                 let (lo, hi) = g.valid(kw, ow, g.w);
+                let off = kw as isize - g.pad as isize;
+                // Phase and shift of this kernel column (for s == 1: phase 0, shift off).
+                let (p, q) = (
+                    off.rem_euclid(s as isize) as usize,
+                    off.div_euclid(s as isize),
+                );
                 let row = &mut col[((ci * k + kh) * k + kw) * ohw..][..ohw];
                 row[..rlo * ow].fill(zero());
                 row[rhi * ow..].fill(zero());
                 for o_r in rlo..rhi {
                     let ih = o_r * s + kh - g.pad;
-                    let src = &plane[ih * g.w..(ih + 1) * g.w];
                     let dst = &mut row[o_r * ow..(o_r + 1) * ow];
                     dst[..lo].fill(zero());
                     dst[hi..].fill(zero());
                     if lo < hi {
-                        let first = lo * s + kw - g.pad;
-                        if s == 1 {
-                            dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
-                        } else {
-                            for (d, &v) in
-                                dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(s))
-                            {
-                                *d = v;
-                            }
-                        }
+                        let first = ih * row_len + p * if s == 1 { 0 } else { wp };
+                        let j0 = (lo as isize + q) as usize;
+                        dst[lo..hi].copy_from_slice(&plane[first + j0..first + j0 + (hi - lo)]);
                     }
                 }
             }
@@ -1508,6 +1528,8 @@ mod tests {
             (2, 3, 14, 11, 8, 7, 2, 3),
             (3, 5, 6, 5, 2, 1, 1, 0),
             (2, 2, 8, 9, 3, 3, 2, 1),
+            (2, 2, 11, 10, 3, 3, 3, 1),
+            (1, 3, 12, 13, 2, 5, 3, 0),
             (1, 4, 5, 6, 3, 3, 1, 0),
             (5, 2, 4, 4, 1, 3, 1, 2),
         ];
