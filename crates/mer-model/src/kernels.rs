@@ -818,27 +818,25 @@ fn sum_sq_dev<T: WithDType>(s: &[T], m: T) -> f64 {
     t
 }
 
-/// `sum(g)` and `sum(g * (x - m))` with `g = dy` gated by `y > 0` when given.
-fn sum_grad<T: WithDType>(dy: &[T], x: &[T], y: Option<&[T]>, m: T) -> (f64, f64) {
+/// `sum(g)` and `sum(g * (x - m))` with `g = dy`, gated by `x * a + b > 0` (the fused
+/// ReLU's output, recomputed bit for bit instead of read) when `gate` is `Some((a, b))`.
+fn sum_grad<T: WithDType>(dy: &[T], x: &[T], gate: Option<(T, T)>, m: T) -> (f64, f64) {
     let z = zero::<T>();
     let (mut a, mut b) = ([z; 8], [z; 8]);
     let (mut sa, mut sb) = (0f64, 0f64);
-    match y {
-        Some(y) => {
-            let mut it = dy
-                .chunks_exact(8)
-                .zip(x.chunks_exact(8))
-                .zip(y.chunks_exact(8));
-            for ((d, xv), yv) in &mut it {
+    match gate {
+        Some((ga, gb)) => {
+            let mut it = dy.chunks_exact(8).zip(x.chunks_exact(8));
+            for (d, xv) in &mut it {
                 for l in 0..8 {
-                    let g = if yv[l] > z { d[l] } else { z };
+                    let g = if xv[l] * ga + gb > z { d[l] } else { z };
                     a[l] += g;
                     b[l] += g * (xv[l] - m);
                 }
             }
             let tail = dy.len() - dy.len() % 8;
             for j in tail..dy.len() {
-                let g = if y[j] > z { dy[j] } else { z };
+                let g = if x[j] * ga + gb > z { dy[j] } else { z };
                 sa += g.to_f64();
                 sb += (g * (x[j] - m)).to_f64();
             }
@@ -863,6 +861,27 @@ fn sum_grad<T: WithDType>(dy: &[T], x: &[T], y: Option<&[T]>, m: T) -> (f64, f64
         sb += b[l].to_f64();
     }
     (sa, sb)
+}
+
+/// The per-channel affine map `y = x * a + b` of a BatchNorm with these statistics, rounded
+/// to `T` exactly as the forward pass applies it (the backward recomputes the fused ReLU's
+/// gate from it, so both must agree bit for bit).
+fn bn_affine<T: WithDType>(
+    gamma: &[T],
+    beta: &[T],
+    mean: &[f64],
+    var: &[f64],
+    eps: f64,
+) -> Vec<(T, T)> {
+    (0..gamma.len())
+        .map(|ch| {
+            let a = gamma[ch].to_f64() / (var[ch] + eps).sqrt();
+            (
+                T::from_f64(a),
+                T::from_f64(beta[ch].to_f64() - mean[ch] * a),
+            )
+        })
+        .collect()
 }
 
 /// Batch statistics of a training-mode BatchNorm forward: per-channel mean and biased
@@ -955,16 +974,7 @@ impl BnOp {
                 (mean, var)
             }
         };
-        // y = x * a + b per channel.
-        let ab: Vec<(T, T)> = (0..c)
-            .map(|ch| {
-                let a = gamma[ch].to_f64() / (var[ch] + self.eps).sqrt();
-                (
-                    T::from_f64(a),
-                    T::from_f64(beta[ch].to_f64() - mean[ch] * a),
-                )
-            })
-            .collect();
+        let ab = bn_affine(gamma, beta, &mean, &var, self.eps);
         let mut y = filled_later::<T>(x.len());
         let relu = self.relu;
         y.par_chunks_mut(hw.max(1)).enumerate().for_each(|(p, ys)| {
@@ -1015,7 +1025,7 @@ impl CustomOp3 for BnOp {
         x: &Tensor,
         gamma: &Tensor,
         beta: &Tensor,
-        res: &Tensor,
+        _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (mean, var, train) = match &self.running {
@@ -1030,7 +1040,7 @@ impl CustomOp3 for BnOp {
             train,
             mean,
             var,
-            relu_out: self.relu.then(|| res.clone()),
+            relu_beta: self.relu.then(|| beta.clone()),
         };
         let grad = grad.contiguous()?;
         let flat = x.apply_op3_no_bwd(gamma, &grad, &op)?;
@@ -1057,7 +1067,8 @@ struct BnBwdOp {
     train: bool,
     mean: Vec<f64>,
     var: Vec<f64>,
-    relu_out: Option<Tensor>,
+    /// The BatchNorm's bias when a ReLU is fused: the gate `y > 0` is recomputed from `x`.
+    relu_beta: Option<Tensor>,
 }
 
 impl BnBwdOp {
@@ -1066,10 +1077,13 @@ impl BnBwdOp {
         x: &[T],
         gamma: &[T],
         dy: &[T],
-        y: Option<&[T]>,
+        beta: Option<&[T]>,
         (n, c, hw): (usize, usize, usize),
     ) -> Vec<T> {
         let count = (n * hw).max(1) as f64;
+        let gates: Option<Vec<(T, T)>> =
+            beta.map(|b| bn_affine(gamma, b, &self.mean, &self.var, self.eps));
+        let gates = gates.as_deref();
         // Per channel: sum(g), sum(g * (x - mean)).
         let sums: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
@@ -1079,7 +1093,7 @@ impl BnBwdOp {
                 let (mut sg, mut sgx) = (0.0, 0.0);
                 for i in 0..n {
                     let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-                    let (a, b) = sum_grad(&dy[r.clone()], &x[r.clone()], y.map(|y| &y[r]), mt);
+                    let (a, b) = sum_grad(&dy[r.clone()], &x[r], gates.map(|g| g[ch]), mt);
                     sg += a;
                     sgx += b;
                 }
@@ -1108,14 +1122,11 @@ impl BnBwdOp {
             let (a, c1, c0) = coef[p % c];
             let r = p * hw..(p + 1) * hw;
             let z = zero::<T>();
-            match y {
-                Some(y) => {
-                    for ((o, (&g, &xv)), &yv) in d
-                        .iter_mut()
-                        .zip(dy[r.clone()].iter().zip(&x[r.clone()]))
-                        .zip(&y[r])
-                    {
-                        let g = if yv > z { g } else { z };
+            match gates {
+                Some(gates) => {
+                    let (ga, gb) = gates[p % c];
+                    for (o, (&g, &xv)) in d.iter_mut().zip(dy[r.clone()].iter().zip(&x[r])) {
+                        let g = if xv * ga + gb > z { g } else { z };
                         *o = a * g + c1 * xv + c0;
                     }
                 }
@@ -1147,9 +1158,9 @@ impl BnBwdOp {
         let x = slice::<T>(s1, l1, "batch-norm-bwd")?;
         let gamma = slice::<T>(s2, l2, "batch-norm-bwd")?;
         let dy = slice::<T>(s3, l3, "batch-norm-bwd")?;
-        let out = match &self.relu_out {
-            Some(y) => with_slice::<T, _>(y, "batch-norm-bwd", |y| {
-                self.run(x, gamma, dy, Some(y), (n, c, h * w))
+        let out = match &self.relu_beta {
+            Some(b) => with_slice::<T, _>(b, "batch-norm-bwd", |b| {
+                self.run(x, gamma, dy, Some(b), (n, c, h * w))
             })?,
             None => self.run(x, gamma, dy, None, (n, c, h * w)),
         };
