@@ -38,6 +38,11 @@ impl ConvBnRelu {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            if let Some(y) = self.bn.conv_bn_relu_train(&self.conv, x)? {
+                return Ok(y);
+            }
+        }
         self.bn.forward_t_relu(&self.conv.forward(x)?, train)
     }
 

@@ -1,7 +1,7 @@
 //! Fused CPU kernels as candle custom ops, each with its own backward pass: convolution
 //! (+ bias, + optional ReLU) as im2col + `gemm` per sample, training- and evaluation-mode
-//! BatchNorm (+ optional ReLU), and max pool 2x2 (of a sum of two tensors, the residual
-//! join). They keep candle tensors, `Var`s and the optimizer; only the arithmetic moves here.
+//! BatchNorm (+ optional ReLU), convolution + training-mode BatchNorm (+ ReLU) as one op
+//! ([`conv_bn_relu`]), and max pool 2x2 (of a sum of two tensors, the residual join). They keep candle tensors, `Var`s and the optimizer; only the arithmetic moves here.
 //!
 //! Work is split across the batch on the current rayon pool (one contiguous chunk of samples
 //! per thread, scratch buffers allocated once per chunk); `gemm` itself runs single-threaded.
@@ -16,6 +16,9 @@ use candle_core::{
     Tensor, WithDType,
 };
 use rayon::prelude::*;
+
+mod fused;
+pub(crate) use fused::conv_bn_relu;
 
 /// Whether the fast kernels handle `t` (CPU, f32 or f64).
 pub(crate) fn usable(t: &Tensor) -> bool {
@@ -413,14 +416,76 @@ fn conv_forward<T: WithDType>(x: &[T], w: &[T], b: Option<&[T]>, g: &Geom, relu:
     y
 }
 
-/// Gradients of a convolution, `[dx (when asked) | dW | db]` flattened.
+/// How the gradient reaching a convolution's output is formed from the incoming one, one
+/// sample at a time (so that it never exists for the whole batch).
+enum DyMap<'a, T> {
+    /// Unchanged.
+    Plain,
+    /// Gated by a fused ReLU's output `y > 0`.
+    Relu(&'a [T]),
+    /// Through a fused training-mode BatchNorm (+ ReLU) whose input is `z`: per channel
+    /// `dz = a*g + c1*z + c0` with `g = dy`, gated by `z*ga + gb > 0` when a ReLU is fused.
+    Bn {
+        z: &'a [T],
+        coef: &'a [(T, T, T)],
+        gates: Option<&'a [(T, T)]>,
+    },
+}
+
+impl<T: WithDType> DyMap<'_, T> {
+    /// Writes sample `s`'s output gradient into `buf` (`[cout, ohw]`) and returns true, or
+    /// returns false when it is `dy_s` unchanged.
+    fn sample(&self, s: usize, dy_s: &[T], buf: &mut [T], ohw: usize) -> bool {
+        let per = dy_s.len();
+        let z0 = zero::<T>();
+        match self {
+            DyMap::Plain => false,
+            DyMap::Relu(y) => {
+                for ((o, &d), &yv) in buf.iter_mut().zip(dy_s).zip(&y[s * per..(s + 1) * per]) {
+                    *o = if yv > z0 { d } else { z0 };
+                }
+                true
+            }
+            DyMap::Bn { z, coef, gates } => {
+                let zs = &z[s * per..(s + 1) * per];
+                for (ch, ((o, d), zc)) in buf
+                    .chunks_exact_mut(ohw)
+                    .zip(dy_s.chunks_exact(ohw))
+                    .zip(zs.chunks_exact(ohw))
+                    .enumerate()
+                {
+                    let (a, c1, c0) = coef[ch];
+                    match gates {
+                        Some(gt) => {
+                            let (ga, gb) = gt[ch];
+                            for ((o, &g), &zv) in o.iter_mut().zip(d).zip(zc) {
+                                let g = if zv * ga + gb > z0 { g } else { z0 };
+                                *o = a * g + c1 * zv + c0;
+                            }
+                        }
+                        None => {
+                            for ((o, &g), &zv) in o.iter_mut().zip(d).zip(zc) {
+                                *o = a * g + c1 * zv + c0;
+                            }
+                        }
+                    }
+                }
+                true
+            }
+        }
+    }
+}
+
+/// Gradients of a convolution, `[dx (when asked) | dW | db]` flattened, followed by `tail`
+/// zeros (room for a fused op's other gradients).
 fn conv_backward<T: WithDType>(
     x: &[T],
     w: &[T],
     dy: &[T],
-    y_relu: Option<&[T]>,
+    dmap: &DyMap<'_, T>,
     g: &Geom,
     need_dx: bool,
+    tail: usize,
 ) -> Vec<T> {
     let (per_x, ohw, kk) = (g.cin * g.h * g.w, g.ohw(), g.kk());
     let per_y = g.cout * ohw;
@@ -456,15 +521,20 @@ fn conv_backward<T: WithDType>(
         (None, Vec::new())
     };
     let dx_len = if need_dx { g.n * per_x } else { 0 };
-    let mut out = filled_later::<T>(dx_len + g.cout * kk + g.cout);
+    let mut out = filled_later::<T>(dx_len + g.cout * kk + g.cout + tail);
     let (dx_all, dwb) = out.split_at_mut(dx_len);
     dwb.fill(zero());
+    let dwb = &mut dwb[..g.cout * kk + g.cout];
     let work = |c: usize, dxs: Option<&mut [T]>| -> Vec<T> {
         // Per chunk: [dW | db] partial sums.
         let mut acc = vec![zero::<T>(); g.cout * kk + g.cout];
         let col_len = if g.is_pointwise() { 0 } else { kk * ohw };
         let mut col = filled_later::<T>(col_len);
-        let mut gbuf = filled_later::<T>(if y_relu.is_some() { per_y } else { 0 });
+        let mut gbuf = filled_later::<T>(if matches!(dmap, DyMap::Plain) {
+            0
+        } else {
+            per_y
+        });
         let tcol_len = gt.as_ref().map_or(0, |t| {
             if t.is_pointwise() {
                 0
@@ -483,11 +553,7 @@ fn conv_backward<T: WithDType>(
         for s in c * len..end {
             let xs = &x[s * per_x..(s + 1) * per_x];
             let mut gs = &dy[s * per_y..(s + 1) * per_y];
-            if let Some(yr) = y_relu {
-                let z = zero::<T>();
-                for ((o, &d), &yv) in gbuf.iter_mut().zip(gs).zip(&yr[s * per_y..(s + 1) * per_y]) {
-                    *o = if yv > z { d } else { z };
-                }
+            if dmap.sample(s, gs, &mut gbuf, ohw) {
                 gs = &gbuf;
             }
             let (dw, db) = acc.split_at_mut(g.cout * kk);
@@ -714,9 +780,9 @@ impl ConvBwdOp {
         let dy = slice::<T>(s3, l3, "conv-bwd")?;
         let out = match &self.relu_out {
             Some(y) => with_slice::<T, _>(y, "conv-bwd", |y| {
-                conv_backward(x, w, dy, Some(y), &g, self.need_dx)
+                conv_backward(x, w, dy, &DyMap::Relu(y), &g, self.need_dx, 0)
             })?,
-            None => conv_backward(x, w, dy, None, &g, self.need_dx),
+            None => conv_backward(x, w, dy, &DyMap::Plain, &g, self.need_dx, 0),
         };
         let len = out.len();
         Ok((T::to_cpu_storage_owned(out), Shape::from(len)))
@@ -884,6 +950,107 @@ fn bn_affine<T: WithDType>(
         .collect()
 }
 
+/// Per-channel mean and biased variance of `x` (`[n, c, hw]`), each sum in `T` over eight
+/// lanes per plane, widened to f64 across planes; the variance is taken about the mean
+/// rounded to `T` and corrected to the exact mean.
+fn bn_batch_stats<T: WithDType>(
+    x: &[T],
+    (n, c, hw): (usize, usize, usize),
+) -> (Vec<f64>, Vec<f64>) {
+    let count = (n * hw).max(1) as f64;
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mut s = 0.0;
+            for i in 0..n {
+                s += sum(&x[(i * c + ch) * hw..][..hw]);
+            }
+            let m = s / count;
+            let mt = T::from_f64(m);
+            let mut q = 0.0;
+            for i in 0..n {
+                q += sum_sq_dev(&x[(i * c + ch) * hw..][..hw], mt);
+            }
+            let dm = m - mt.to_f64();
+            (m, (q / count - dm * dm).max(0.0))
+        })
+        .unzip()
+}
+
+/// `y = x * a + b` per channel (`ab[ch]`), then ReLU when `relu`; `x` is `[n, c, hw]`.
+fn bn_apply<T: WithDType>(x: &[T], ab: &[(T, T)], hw: usize, relu: bool) -> Vec<T> {
+    let c = ab.len();
+    let mut y = filled_later::<T>(x.len());
+    y.par_chunks_mut(hw.max(1)).enumerate().for_each(|(p, ys)| {
+        let (a, b) = ab[p % c];
+        let z = zero::<T>();
+        let xs = &x[p * hw..(p + 1) * hw];
+        if relu {
+            for (o, &v) in ys.iter_mut().zip(xs) {
+                let t = v * a + b;
+                *o = if t > z { t } else { z };
+            }
+        } else {
+            for (o, &v) in ys.iter_mut().zip(xs) {
+                *o = v * a + b;
+            }
+        }
+    });
+    y
+}
+
+/// Per channel: `(a, c1, c0)` of `dx = a*g + c1*x + c0`, and `(dgamma, dbeta)`.
+type BnBackwardCoefs<T> = (Vec<(T, T, T)>, Vec<(T, T)>);
+
+/// What a BatchNorm backward needs per channel: the `dx = a*g + c1*x + c0` coefficients
+/// (`c1 = c0 = 0` in evaluation mode) and `(dgamma, dbeta)`. `gates` are the fused ReLU's
+/// `(a, b)` when there is one (see [`bn_affine`]).
+#[allow(clippy::too_many_arguments)]
+fn bn_backward_coefs<T: WithDType>(
+    x: &[T],
+    gamma: &[T],
+    dy: &[T],
+    gates: Option<&[(T, T)]>,
+    mean: &[f64],
+    var: &[f64],
+    eps: f64,
+    train: bool,
+    (n, c, hw): (usize, usize, usize),
+) -> BnBackwardCoefs<T> {
+    let count = (n * hw).max(1) as f64;
+    // Per channel: sum(g), sum(g * (x - mean)).
+    let sums: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mt = T::from_f64(mean[ch]);
+            let dm = mean[ch] - mt.to_f64();
+            let (mut sg, mut sgx) = (0.0, 0.0);
+            for i in 0..n {
+                let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
+                let (a, b) = sum_grad(&dy[r.clone()], &x[r], gates.map(|g| g[ch]), mt);
+                sg += a;
+                sgx += b;
+            }
+            (sg, sgx - dm * sg)
+        })
+        .collect();
+    (0..c)
+        .map(|ch| {
+            let invstd = 1.0 / (var[ch] + eps).sqrt();
+            let a = gamma[ch].to_f64() * invstd;
+            let (sg, sgx) = sums[ch];
+            let coef = if train {
+                let c1 = -a * invstd * invstd * sgx / count;
+                let c0 = -a * sg / count - c1 * mean[ch];
+                (T::from_f64(a), T::from_f64(c1), T::from_f64(c0))
+            } else {
+                (T::from_f64(a), zero(), zero())
+            };
+            (coef, (T::from_f64(sgx * invstd), T::from_f64(sg)))
+        })
+        .unzip()
+}
+
 /// Batch statistics of a training-mode BatchNorm forward: per-channel mean and biased
 /// variance.
 #[derive(Debug, Clone, Default)]
@@ -947,26 +1114,7 @@ impl BnOp {
         let (mean, var) = match &self.running {
             Some((m, v)) => (m.clone(), v.clone()),
             None => {
-                let count = (n * hw).max(1) as f64;
-                let mv: Vec<(f64, f64)> = (0..c)
-                    .into_par_iter()
-                    .map(|ch| {
-                        let mut s = 0.0;
-                        for i in 0..n {
-                            s += sum(&x[(i * c + ch) * hw..][..hw]);
-                        }
-                        let m = s / count;
-                        let mt = T::from_f64(m);
-                        let mut q = 0.0;
-                        for i in 0..n {
-                            q += sum_sq_dev(&x[(i * c + ch) * hw..][..hw], mt);
-                        }
-                        // The sum of squares about the rounded mean, corrected to the exact mean.
-                        let dm = m - mt.to_f64();
-                        (m, (q / count - dm * dm).max(0.0))
-                    })
-                    .collect();
-                let (mean, var): (Vec<f64>, Vec<f64>) = mv.into_iter().unzip();
+                let (mean, var) = bn_batch_stats(x, (n, c, hw));
                 *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = BnBatchStats {
                     mean: mean.clone(),
                     var: var.clone(),
@@ -975,23 +1123,7 @@ impl BnOp {
             }
         };
         let ab = bn_affine(gamma, beta, &mean, &var, self.eps);
-        let mut y = filled_later::<T>(x.len());
-        let relu = self.relu;
-        y.par_chunks_mut(hw.max(1)).enumerate().for_each(|(p, ys)| {
-            let (a, b) = ab[p % c];
-            let z = zero::<T>();
-            let xs = &x[p * hw..(p + 1) * hw];
-            if relu {
-                for (o, &v) in ys.iter_mut().zip(xs) {
-                    let t = v * a + b;
-                    *o = if t > z { t } else { z };
-                }
-            } else {
-                for (o, &v) in ys.iter_mut().zip(xs) {
-                    *o = v * a + b;
-                }
-            }
-        });
+        let y = bn_apply(x, &ab, hw, self.relu);
         Ok((T::to_cpu_storage_owned(y), l1.shape().clone()))
     }
 }
@@ -1080,49 +1212,27 @@ impl BnBwdOp {
         beta: Option<&[T]>,
         (n, c, hw): (usize, usize, usize),
     ) -> Vec<T> {
-        let count = (n * hw).max(1) as f64;
         let gates: Option<Vec<(T, T)>> =
             beta.map(|b| bn_affine(gamma, b, &self.mean, &self.var, self.eps));
-        let gates = gates.as_deref();
-        // Per channel: sum(g), sum(g * (x - mean)).
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let mt = T::from_f64(self.mean[ch]);
-                let dm = self.mean[ch] - mt.to_f64();
-                let (mut sg, mut sgx) = (0.0, 0.0);
-                for i in 0..n {
-                    let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-                    let (a, b) = sum_grad(&dy[r.clone()], &x[r], gates.map(|g| g[ch]), mt);
-                    sg += a;
-                    sgx += b;
-                }
-                (sg, sgx - dm * sg)
-            })
-            .collect();
+        let (coef, dgb) = bn_backward_coefs(
+            x,
+            gamma,
+            dy,
+            gates.as_deref(),
+            &self.mean,
+            &self.var,
+            self.eps,
+            self.train,
+            (n, c, hw),
+        );
         let len = x.len();
         let mut out = filled_later::<T>(len + 2 * c);
-        // dx = a*g + c1*x + c0.
-        let coef: Vec<(T, T, T)> = (0..c)
-            .map(|ch| {
-                let invstd = 1.0 / (self.var[ch] + self.eps).sqrt();
-                let a = gamma[ch].to_f64() * invstd;
-                if self.train {
-                    let (sg, sgx) = sums[ch];
-                    let c1 = -a * invstd * invstd * sgx / count;
-                    let c0 = -a * sg / count - c1 * self.mean[ch];
-                    (T::from_f64(a), T::from_f64(c1), T::from_f64(c0))
-                } else {
-                    (T::from_f64(a), zero(), zero())
-                }
-            })
-            .collect();
         let (dx, rest) = out.split_at_mut(len);
         dx.par_chunks_mut(hw.max(1)).enumerate().for_each(|(p, d)| {
             let (a, c1, c0) = coef[p % c];
             let r = p * hw..(p + 1) * hw;
             let z = zero::<T>();
-            match gates {
+            match gates.as_deref() {
                 Some(gates) => {
                     let (ga, gb) = gates[p % c];
                     for (o, (&g, &xv)) in d.iter_mut().zip(dy[r.clone()].iter().zip(&x[r])) {
@@ -1137,10 +1247,9 @@ impl BnBwdOp {
                 }
             }
         });
-        for ch in 0..c {
-            let invstd = 1.0 / (self.var[ch] + self.eps).sqrt();
-            rest[ch] = T::from_f64(sums[ch].1 * invstd);
-            rest[c + ch] = T::from_f64(sums[ch].0);
+        for (ch, (dg, db)) in dgb.into_iter().enumerate() {
+            rest[ch] = dg;
+            rest[c + ch] = db;
         }
         out
     }
@@ -1648,6 +1757,66 @@ mod tests {
             .unwrap()
             .broadcast_add(&b.reshape((1, c, 1, 1)).unwrap())
             .unwrap()
+    }
+
+    #[test]
+    fn fused_conv_bn_relu_equals_the_separate_ops_bit_for_bit() {
+        // (n, cin, h, w, cout, k, stride, pad): odd sizes, strided, pointwise, one sample.
+        let cases = [
+            (3, 2, 7, 5, 4, 3, 1, 1),
+            (2, 3, 9, 10, 5, 3, 2, 1),
+            (4, 5, 4, 4, 3, 1, 1, 0),
+            (1, 2, 6, 6, 2, 3, 1, 1),
+        ];
+        for dt in [DType::F64, DType::F32] {
+            for &(n, cin, h, w, cout, k, s, p) in &cases {
+                for relu in [true, false] {
+                    let what = format!("{dt:?} {:?} relu {relu}", (n, cin, h, w, cout, k, s, p));
+                    let v = |shape: &[usize]| Var::from_tensor(&randn(shape, dt)).unwrap();
+                    let (x, wt, b, g, be) = (
+                        v(&[n, cin, h, w]),
+                        v(&[cout, cin, k, k]),
+                        v(&[cout]),
+                        v(&[cout]),
+                        v(&[cout]),
+                    );
+                    let (fused, fs) = conv_bn_relu(
+                        x.as_tensor(),
+                        wt.as_tensor(),
+                        b.as_tensor(),
+                        g.as_tensor(),
+                        be.as_tensor(),
+                        s,
+                        p,
+                        1e-5,
+                        relu,
+                    )
+                    .unwrap();
+                    let z = conv2d(
+                        x.as_tensor(),
+                        wt.as_tensor(),
+                        Some(b.as_tensor()),
+                        s,
+                        p,
+                        false,
+                    )
+                    .unwrap();
+                    let (sep, ss) =
+                        batch_norm(&z, g.as_tensor(), be.as_tensor(), 1e-5, relu, None).unwrap();
+                    let ss = ss.unwrap();
+                    assert_eq!((&fs.mean, &fs.var), (&ss.mean, &ss.var), "{what}: stats");
+                    assert_eq!(max_rel(&fused, &sep), 0.0, "{what}: forward");
+                    let r = randn(sep.dims(), dt);
+                    let vars = [&x, &wt, &b, &g, &be];
+                    let gf = grads(&fused, &r, &vars);
+                    let gs = grads(&sep, &r, &vars);
+                    for (i, (a, c)) in gf.iter().zip(&gs).enumerate() {
+                        let e = max_rel(a.as_ref().unwrap(), c.as_ref().unwrap());
+                        assert_eq!(e, 0.0, "{what}: gradient {i} differs by {e}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -313,7 +313,7 @@ impl BatchNorm2d {
             let y = self.forward_plain(x, train)?;
             return if relu_after { relu(&y) } else { Ok(y) };
         }
-        let (n, c, h, w) = x.dims4()?;
+        let (n, _, h, w) = x.dims4()?;
         let running = if train {
             None
         } else {
@@ -323,21 +323,58 @@ impl BatchNorm2d {
         let (y, batch) =
             kernels::batch_norm(x, &self.weight, &self.bias, BN_EPS, relu_after, running)?;
         if let Some(b) = batch {
-            let count = (n * h * w) as f64;
-            let mut s = self.stats();
-            let m = BN_MOMENTUM;
-            let (rm, rv) = (to_f64_vec(&s.running_mean)?, to_f64_vec(&s.running_var)?);
-            let bessel = count / (count - 1.0).max(1.0);
-            let rm: Vec<f64> = (0..c).map(|i| (1.0 - m) * rm[i] + m * b.mean[i]).collect();
-            let rv: Vec<f64> = (0..c)
-                .map(|i| (1.0 - m) * rv[i] + m * b.var[i] * bessel)
-                .collect();
-            let (dt, dev) = (s.running_mean.dtype(), s.running_mean.device().clone());
-            s.running_mean = Tensor::from_vec(rm, c, &dev)?.to_dtype(dt)?;
-            s.running_var = Tensor::from_vec(rv, c, &dev)?.to_dtype(dt)?;
-            s.num_batches_tracked += 1;
+            self.update_running((n * h * w) as f64, &b)?;
         }
         Ok(y)
+    }
+
+    /// `conv -> BatchNorm -> ReLU` in training mode as one fused kernel (and the running
+    /// statistics update), where the fast kernels apply to `x` and `conv` has a bias;
+    /// `None` otherwise (the caller runs the separate layers).
+    pub(crate) fn conv_bn_relu_train(&self, conv: &Conv2d, x: &Tensor) -> Result<Option<Tensor>> {
+        let Some(bias) = &conv.bias else {
+            return Ok(None);
+        };
+        if !(kernels::usable(x)
+            && x.dtype() == self.weight.dtype()
+            && x.dtype() == conv.weight.dtype()
+            && !kernels::disabled())
+        {
+            return Ok(None);
+        }
+        let (y, b) = kernels::conv_bn_relu(
+            x,
+            &conv.weight,
+            bias,
+            &self.weight,
+            &self.bias,
+            conv.stride,
+            conv.padding,
+            BN_EPS,
+            true,
+        )?;
+        let (n, _, h, w) = y.dims4()?;
+        self.update_running((n * h * w) as f64, &b)?;
+        Ok(Some(y))
+    }
+
+    /// The running statistics' update from one training batch of `count` values per
+    /// channel (momentum 0.1, unbiased variance), as PyTorch's.
+    fn update_running(&self, count: f64, b: &kernels::BnBatchStats) -> Result<()> {
+        let c = b.mean.len();
+        let mut s = self.stats();
+        let m = BN_MOMENTUM;
+        let (rm, rv) = (to_f64_vec(&s.running_mean)?, to_f64_vec(&s.running_var)?);
+        let bessel = count / (count - 1.0).max(1.0);
+        let rm: Vec<f64> = (0..c).map(|i| (1.0 - m) * rm[i] + m * b.mean[i]).collect();
+        let rv: Vec<f64> = (0..c)
+            .map(|i| (1.0 - m) * rv[i] + m * b.var[i] * bessel)
+            .collect();
+        let (dt, dev) = (s.running_mean.dtype(), s.running_mean.device().clone());
+        s.running_mean = Tensor::from_vec(rm, c, &dev)?.to_dtype(dt)?;
+        s.running_var = Tensor::from_vec(rv, c, &dev)?.to_dtype(dt)?;
+        s.num_batches_tracked += 1;
+        Ok(())
     }
 
     /// The plain candle graph (reference for the fast kernel).

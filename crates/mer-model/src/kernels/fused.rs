@@ -1,0 +1,281 @@
+//! Convolution + training-mode BatchNorm (+ ReLU) as one custom op.
+//!
+//! Against a convolution op followed by a BatchNorm op it saves, per layer and step: candle's
+//! gradient accumulation of the convolution's output (a zeroed tensor plus an addition, both
+//! the size of the activation), and the BatchNorm input gradient as a batch-sized tensor: the
+//! backward forms it one sample at a time, in cache, right before that sample's convolution
+//! gradients ([`DyMap::Bn`]). The arithmetic is that of the separate ops.
+
+use super::*;
+
+/// What a training forward leaves for its backward and for the running statistics.
+#[derive(Default)]
+struct Saved {
+    /// The BatchNorm input (the convolution's output with bias), flattened.
+    z: Option<Tensor>,
+    stats: BnBatchStats,
+}
+
+/// `relu?(batch_norm(conv2d(x, w) + bias))` in training mode, on `(x, params)` with
+/// `params = [w (flattened) | bias | gamma | beta]`.
+struct ConvBnReluOp {
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    eps: f64,
+    relu: bool,
+    saved: Arc<Mutex<Saved>>,
+}
+
+impl ConvBnReluOp {
+    fn geom(&self, lx: &Layout, lp: &Layout) -> Result<Geom> {
+        let (n, cin, h, w) = lx.shape().dims4()?;
+        let kk = cin * self.k * self.k;
+        if lp.shape().elem_count() != self.cout * (kk + 3) {
+            bail!(
+                "conv-bn: {} parameters for {} output channels of {cin}x{}x{} kernels (expected {})",
+                lp.shape().elem_count(),
+                self.cout,
+                self.k,
+                self.k,
+                self.cout * (kk + 3)
+            );
+        }
+        if h + 2 * self.pad < self.k || w + 2 * self.pad < self.k {
+            bail!(
+                "conv-bn: input {:?} smaller than the kernel {} (padding {})",
+                lx.dims(),
+                self.k,
+                self.pad
+            );
+        }
+        Ok(Geom {
+            n,
+            cin,
+            h,
+            w,
+            cout: self.cout,
+            k: self.k,
+            stride: self.stride,
+            pad: self.pad,
+        })
+    }
+
+    fn fwd<T: WithDType>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geom(l1, l2)?;
+        let x = slice::<T>(s1, l1, "conv-bn")?;
+        let p = slice::<T>(s2, l2, "conv-bn")?;
+        let (w, b, gamma, beta) = split_params(p, &g);
+        let z = conv_forward(x, w, Some(b), &g, false);
+        let (mean, var) = bn_batch_stats(&z, (g.n, g.cout, g.ohw()));
+        let ab = bn_affine(gamma, beta, &mean, &var, self.eps);
+        let y = bn_apply(&z, &ab, g.ohw(), self.relu);
+        let zlen = z.len();
+        let z = Tensor::from_vec(z, zlen, &candle_core::Device::Cpu)?;
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Saved {
+            z: Some(z),
+            stats: BnBatchStats { mean, var },
+        };
+        Ok((
+            T::to_cpu_storage_owned(y),
+            Shape::from((g.n, g.cout, g.oh(), g.ow())),
+        ))
+    }
+}
+
+/// `(w, bias, gamma, beta)` of the packed parameters.
+fn split_params<'a, T>(p: &'a [T], g: &Geom) -> (&'a [T], &'a [T], &'a [T], &'a [T]) {
+    let (w, rest) = p.split_at(g.cout * g.kk());
+    let (b, rest) = rest.split_at(g.cout);
+    let (gamma, beta) = rest.split_at(g.cout);
+    (w, b, gamma, beta)
+}
+
+impl CustomOp2 for ConvBnReluOp {
+    fn name(&self) -> &'static str {
+        "mer-conv-bn-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match s1 {
+            CpuStorage::F32(_) => self.fwd::<f32>(s1, l1, s2, l2),
+            CpuStorage::F64(_) => self.fwd::<f64>(s1, l1, s2, l2),
+            _ => bail!(
+                "mer-conv-bn-relu: expected f32 or f64, found {:?}",
+                s1.dtype()
+            ),
+        }
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (z, stats) = {
+            let s = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+            match &s.z {
+                Some(z) => (z.clone(), s.stats.clone()),
+                None => bail!("mer-conv-bn-relu: backward before forward"),
+            }
+        };
+        let need_dx = x.track_op();
+        let op = ConvBnReluBwdOp {
+            fwd: ConvBnReluOp {
+                cout: self.cout,
+                k: self.k,
+                stride: self.stride,
+                pad: self.pad,
+                eps: self.eps,
+                relu: self.relu,
+                saved: Arc::default(),
+            },
+            need_dx,
+            z,
+            stats,
+        };
+        let flat = x.apply_op3_no_bwd(params, &grad.contiguous()?, &op)?;
+        let nx = if need_dx { x.elem_count() } else { 0 };
+        let dx = need_dx
+            .then(|| flat.narrow(0, 0, nx)?.reshape(x.shape()))
+            .transpose()?;
+        let dp = flat.narrow(0, nx, params.elem_count())?;
+        Ok((dx, Some(dp)))
+    }
+}
+
+/// Backward of [`ConvBnReluOp`] on `(x, params, dy)`:
+/// `[dx (when asked) | dW | dbias | dgamma | dbeta]` flattened.
+struct ConvBnReluBwdOp {
+    fwd: ConvBnReluOp,
+    need_dx: bool,
+    z: Tensor,
+    stats: BnBatchStats,
+}
+
+impl ConvBnReluBwdOp {
+    fn run<T: WithDType>(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.fwd.geom(l1, l2)?;
+        let x = slice::<T>(s1, l1, "conv-bn-bwd")?;
+        let p = slice::<T>(s2, l2, "conv-bn-bwd")?;
+        let dy = slice::<T>(s3, l3, "conv-bn-bwd")?;
+        let (w, _, gamma, beta) = split_params(p, &g);
+        let (mean, var, eps) = (&self.stats.mean, &self.stats.var, self.fwd.eps);
+        let out = with_slice::<T, _>(&self.z, "conv-bn-bwd", |z| {
+            let gates = self
+                .fwd
+                .relu
+                .then(|| bn_affine(gamma, beta, mean, var, eps));
+            let (coef, dgb) = bn_backward_coefs(
+                z,
+                gamma,
+                dy,
+                gates.as_deref(),
+                mean,
+                var,
+                eps,
+                true,
+                (g.n, g.cout, g.ohw()),
+            );
+            let dmap = DyMap::Bn {
+                z,
+                coef: &coef,
+                gates: gates.as_deref(),
+            };
+            let mut out = conv_backward(x, w, dy, &dmap, &g, self.need_dx, 2 * g.cout);
+            let at = out.len() - 2 * g.cout;
+            for (ch, (dg, db)) in dgb.into_iter().enumerate() {
+                out[at + ch] = dg;
+                out[at + g.cout + ch] = db;
+            }
+            out
+        })?;
+        let len = out.len();
+        Ok((T::to_cpu_storage_owned(out), Shape::from(len)))
+    }
+}
+
+impl CustomOp3 for ConvBnReluBwdOp {
+    fn name(&self) -> &'static str {
+        "mer-conv-bn-relu-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match s1 {
+            CpuStorage::F32(_) => self.run::<f32>(s1, l1, s2, l2, s3, l3),
+            CpuStorage::F64(_) => self.run::<f64>(s1, l1, s2, l2, s3, l3),
+            _ => bail!(
+                "mer-conv-bn-relu-bwd: expected f32 or f64, found {:?}",
+                s1.dtype()
+            ),
+        }
+    }
+}
+
+/// `relu?(batch_norm(conv2d(x, w, padding, stride) + bias))` in training mode (batch
+/// statistics) as one op; returns the output and the batch mean and biased variance (for
+/// the running statistics). The parameters stay separate tensors (and variables): they are
+/// packed into one small tensor per call, through which their gradients flow back.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_bn_relu(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stride: usize,
+    pad: usize,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, BnBatchStats)> {
+    let (cout, _, k, _) = w.dims4()?;
+    let params = Tensor::cat(&[&w.flatten_all()?, bias, gamma, beta], 0)?;
+    let saved = Arc::new(Mutex::new(Saved::default()));
+    let op = ConvBnReluOp {
+        cout,
+        k,
+        stride,
+        pad,
+        eps,
+        relu,
+        saved: saved.clone(),
+    };
+    let y = x.contiguous()?.apply_op2(&params, op)?;
+    let stats = saved
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .stats
+        .clone();
+    Ok((y, stats))
+}
