@@ -80,9 +80,8 @@ pub struct ScheduleSpec {
     /// Epochs between observations (test-fold evaluations); absent: about 10 intervals.
     /// The last epoch is always observed.
     pub eval_every: Option<usize>,
-    /// Dropout of the dense layers (default 0.5, the reference's). Note: candle's CPU random
-    /// generator cannot be seeded, so dropout masks are the one unseeded part of training;
-    /// 0 makes training bit-for-bit reproducible.
+    /// Dropout of the dense layers (default 0.5, the reference's); its masks are seeded
+    /// like everything else in training (see `OffTaNet::seed_dropout`).
     pub dropout: Option<f32>,
 }
 

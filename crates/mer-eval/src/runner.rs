@@ -208,10 +208,14 @@ pub fn sample_ids(samples: &[SampleMeta]) -> Vec<String> {
     samples.iter().map(SampleMeta::id).collect()
 }
 
+/// Version of the training procedure's random streams, part of every fingerprint: bumped
+/// when a change makes the same configuration train differently (2: seeded dropout).
+const TRAINING_VERSION: u32 = 2;
+
 /// The fingerprint of an experiment in a run: a fold file is reused only if it matches.
 pub fn fingerprint(e: &ExperimentSpec, s: &Schedule, seed: u64, list_hash: &str) -> String {
     let text = format!(
-        "variant={};input={};schedule={};seed={seed};list={list_hash}",
+        "training={TRAINING_VERSION};variant={};input={};schedule={};seed={seed};list={list_hash}",
         e.variant,
         e.input,
         serde_json::to_string(s).unwrap_or_default()

@@ -153,8 +153,9 @@ pub struct FoldJob<'a> {
 /// evaluates it on the test samples after every observation epoch. `on_epoch(e)` is called
 /// after each epoch. Returns the record and the final network.
 ///
-/// Initial weights and batch order are functions of `(seed, fold)` (and the epoch), the
-/// same for every experiment; dropout masks come from candle's unseeded generator.
+/// Initial weights, batch order and dropout masks are functions of `(seed, fold)` (and the
+/// epoch, the step), the same for every experiment: a fold trains to the same bits every
+/// time on the same machine and thread count.
 pub fn train_fold(
     job: &FoldJob,
     on_epoch: &(dyn Fn(usize) + Sync),
@@ -164,6 +165,7 @@ pub fn train_fold(
     let dev = Device::Cpu;
     let f = job.fold.number as u64;
     let model = seeded_model(&job.model, job.seed, &[f, 0])?;
+    model.seed_dropout(SplitMix64::new(job.seed, &[f, 2]).next_u64());
     let mut trainer = Trainer::with_config(
         model,
         AdamConfig {
@@ -242,6 +244,55 @@ pub fn measure_speed(cfg: &ModelConfig, batch: usize, steps: usize) -> Result<f6
 mod tests {
     use super::*;
     use mer_model::Variant;
+
+    #[test]
+    fn a_fold_with_dropout_trains_to_the_same_bits_twice() {
+        let dev = Device::Cpu;
+        let n = 12;
+        let x = Tensor::randn(0f32, 1.0, (n, 3, 112, 112), &dev).unwrap();
+        let labels: Vec<usize> = (0..n).map(|i| i % 3).collect();
+        let ids: Vec<String> = (0..n).map(|i| format!("synth/s{}/e{i}", i % 4)).collect();
+        let fold = Fold {
+            number: 1,
+            dataset: "synth".into(),
+            subject: "s0".into(),
+            train: (0..n).filter(|i| i % 4 != 0).collect(),
+            test: (0..n).filter(|i| i % 4 == 0).collect(),
+        };
+        let schedule = Schedule {
+            name: "t".into(),
+            epochs: 2,
+            batch_size: 4,
+            lr: 1e-3,
+            lr_decay: 0.3,
+            lr_step: 1,
+            eval_every: 1,
+            dropout: 0.5,
+        };
+        let model = ModelConfig::new(mer_model::Variant::Ta).with_dropout(0.5);
+        let job = FoldJob {
+            experiment: "ta",
+            fingerprint: "f",
+            model,
+            schedule: &schedule,
+            seed: 3,
+            fold: &fold,
+            x: &x,
+            labels: &labels,
+            ids: &ids,
+        };
+        let run = || {
+            let (r, m) = train_fold(&job, &|_| {}).unwrap();
+            let w = m.state_dict().unwrap();
+            (
+                r.train_loss,
+                r.observations,
+                w[0].1.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            )
+        };
+        let (a, b) = (run(), run());
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn seeded_initialisation_is_reproducible_and_torch_like() {

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -55,6 +56,32 @@ pub struct OffTaNet {
     entries: Vec<Entry>,
     dtype: DType,
     device: Device,
+    /// Where training-mode dropout masks come from (see [`OffTaNet::seed_dropout`]).
+    dropout_rng: Arc<Mutex<DropoutRng>>,
+}
+
+/// The dropout masks' source: candle's generator (unseeded) or a counter-based one.
+#[derive(Debug, Default, Clone, Copy)]
+struct DropoutRng {
+    /// `None`: candle's own dropout (its CPU generator cannot be seeded).
+    seed: Option<u64>,
+    /// Dropout layers applied so far since seeding (the stream of the next mask).
+    calls: u64,
+}
+
+/// SplitMix64's output function: a bijective mix of a 64-bit state.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Uniform in `[0, 1)` for element `i` of mask `call` under `seed` (24 random bits, as an
+/// f32 uniform has): a function of its arguments only, so masks do not depend on threads.
+fn dropout_uniform(seed: u64, call: u64, i: u64) -> f32 {
+    let key = mix64(seed ^ mix64(call.wrapping_add(0x9E37_79B9_7F4A_7C15)));
+    (mix64(key.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))) >> 40) as f32
+        / (1u64 << 24) as f32
 }
 
 impl std::fmt::Debug for Entry {
@@ -138,7 +165,45 @@ impl OffTaNet {
             entries,
             dtype,
             device,
+            dropout_rng: Arc::default(),
         })
+    }
+
+    /// Makes training-mode dropout deterministic: from now on its masks are drawn from a
+    /// counter-based generator keyed by `seed` and by the number of dropout layers applied
+    /// since this call (PyTorch's semantics: an element is kept with probability `1 - p`
+    /// and scaled by `1 / (1 - p)`). Without it, masks come from candle's unseeded
+    /// generator. Clones of the network share the generator.
+    pub fn seed_dropout(&self, seed: u64) {
+        *self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner()) = DropoutRng {
+            seed: Some(seed),
+            calls: 0,
+        };
+    }
+
+    /// Training-mode dropout of `h` with probability `p`.
+    fn dropout(&self, h: &Tensor, p: f32) -> Result<Tensor> {
+        let (seed, call) = {
+            let mut r = self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(seed) = r.seed else {
+                drop(r);
+                return Ok(candle_nn::ops::dropout(h, p)?);
+            };
+            r.calls += 1;
+            (seed, r.calls - 1)
+        };
+        let scale = 1.0 / (1.0 - p);
+        let mask: Vec<f32> = (0..h.elem_count() as u64)
+            .map(|i| {
+                if dropout_uniform(seed, call, i) >= p {
+                    scale
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, h.shape(), h.device())?.to_dtype(h.dtype())?;
+        Ok(h.mul(&mask)?)
     }
 
     /// A network with fresh random weights (f32), trainable.
@@ -247,7 +312,7 @@ impl OffTaNet {
             if i < 2 {
                 h = relu(&h)?;
                 if train && p > 0.0 {
-                    h = candle_nn::ops::dropout(&h, p)?;
+                    h = self.dropout(&h, p)?;
                 }
             }
         }

@@ -442,3 +442,47 @@ fn fast_kernels_equal_the_plain_candle_graph_for_every_variant() {
         }
     }
 }
+
+#[test]
+fn seeded_dropout_is_reproducible_and_keeps_half() {
+    let dev = Device::Cpu;
+    let cfg = ModelConfig::default();
+    let a = OffTaNet::random(&cfg, &dev).unwrap();
+    let b = OffTaNet::random(&cfg, &dev).unwrap();
+    let sd: HashMap<String, Tensor> = a.state_dict().unwrap().into_iter().collect();
+    b.load_state_dict(&sd, "a's weights").unwrap();
+    let x = Tensor::randn(0f32, 1.0, (3, 3, 112, 112), &dev).unwrap();
+    a.seed_dropout(7);
+    b.seed_dropout(7);
+    let (ya, yb) = (
+        a.forward_t(&x, true).unwrap(),
+        b.forward_t(&x, true).unwrap(),
+    );
+    assert_eq!(max_abs_diff(&ya, &yb), 0.0, "same seed, same masks");
+    // The next masks are new ones, and another seed gives other masks.
+    assert!(max_abs_diff(&ya, &a.forward_t(&x, true).unwrap()) > 0.0);
+    b.seed_dropout(8);
+    a.seed_dropout(7);
+    let ya2 = a.forward_t(&x, true).unwrap();
+    assert_eq!(
+        max_abs_diff(&ya, &ya2),
+        0.0,
+        "reseeding restarts the stream"
+    );
+    assert!(max_abs_diff(&ya2, &b.forward_t(&x, true).unwrap()) > 0.0);
+    // Keep fraction and scale: 1e5 draws at p = 0.5 keep 50% +- 0.5% (10 sigma is 1.6%).
+    let kept = (0..100_000u64)
+        .filter(|&i| dropout_uniform(7, 3, i) >= 0.5)
+        .count();
+    assert!((49_500..=50_500).contains(&kept), "kept {kept}");
+    let ones = Tensor::ones((1, 1000), DType::F32, &dev).unwrap();
+    a.seed_dropout(1);
+    let d: Vec<f32> = a
+        .dropout(&ones, 0.5)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert!(d.iter().all(|&v| v == 0.0 || v == 2.0), "scaled by 1/(1-p)");
+}
