@@ -342,6 +342,14 @@ pub fn format_table5(r: &AttentionReport) -> String {
         m(|x| x.self_soft),
         m(|x| x.self_hoyer)
     ));
+    s.push_str(
+        "\nDefinitions (the paper leaves them to its code; this is our reading): the spatial map \
+         is the last block's spatial-attention sigmoid map (14x14 = 196 values per sample); the \
+         self-attention maps are the softmax maps of every head channel (28x14x14 = 5488 values \
+         per sample, each channel summing to 1); Soft_0.01 counts the values below 0.01 (eq. 13) \
+         and Hoyer is eq. 14, both per sample over all its values, averaged over the fold's test \
+         samples. The paper lists only folds with large test sets; every fold is listed here.\n",
+    );
     s
 }
 
