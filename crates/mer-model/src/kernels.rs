@@ -20,6 +20,28 @@ use rayon::prelude::*;
 mod fused;
 pub(crate) use fused::conv_bn_relu;
 
+/// The float types of the fast kernels (f32, f64), with a branch-free ReLU gate: the
+/// compiler turns a float `if` into a branch in these loops (mispredicted half the time on
+/// activations), and a bit mask into vector code.
+pub(crate) trait Lane: WithDType {
+    /// `v` where `t > 0`, else `+0` (also for a NaN `t`, as `if t > 0 { v } else { 0 }`).
+    fn gate(t: Self, v: Self) -> Self;
+}
+
+impl Lane for f32 {
+    #[inline(always)]
+    fn gate(t: f32, v: f32) -> f32 {
+        f32::from_bits(v.to_bits() & (u32::from(t > 0.0)).wrapping_neg())
+    }
+}
+
+impl Lane for f64 {
+    #[inline(always)]
+    fn gate(t: f64, v: f64) -> f64 {
+        f64::from_bits(v.to_bits() & (u64::from(t > 0.0)).wrapping_neg())
+    }
+}
+
 /// Whether the fast kernels handle `t` (CPU, f32 or f64).
 pub(crate) fn usable(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
@@ -71,7 +93,7 @@ pub fn tune_allocator() {
     });
 }
 
-fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a [T]> {
+fn slice<'a, T: Lane>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a [T]> {
     let (a, b) = l
         .contiguous_offsets()
         .ok_or(candle_core::Error::RequiresContiguous { op })?;
@@ -79,11 +101,7 @@ fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> R
 }
 
 /// Runs `f` on the CPU slice of a tensor held by an op (not one of its arguments).
-fn with_slice<T: WithDType, R>(
-    t: &Tensor,
-    op: &'static str,
-    f: impl FnOnce(&[T]) -> R,
-) -> Result<R> {
+fn with_slice<T: Lane, R>(t: &Tensor, op: &'static str, f: impl FnOnce(&[T]) -> R) -> Result<R> {
     let (st, l) = t.storage_and_layout();
     match &*st {
         Storage::Cpu(cs) => Ok(f(slice::<T>(cs, l, op)?)),
@@ -91,14 +109,14 @@ fn with_slice<T: WithDType, R>(
     }
 }
 
-fn zero<T: WithDType>() -> T {
+fn zero<T: Lane>() -> T {
     T::from_f64(0.0)
 }
 
 /// A buffer of `len` values that the caller overwrites entirely. Zeroed (sound and cheap
 /// once freed memory is reused, see [`tune_allocator`]); one place to change should an
 /// uninitialised-buffer API become worth it.
-fn filled_later<T: WithDType>(len: usize) -> Vec<T> {
+fn filled_later<T: Lane>(len: usize) -> Vec<T> {
     vec![zero::<T>(); len]
 }
 
@@ -115,7 +133,7 @@ fn chunks(n: usize) -> (usize, usize) {
 /// `dst (m x n) [+]= a (m x k) * b (k x n)`; every operand given with its (row, column)
 /// strides in elements.
 #[allow(clippy::too_many_arguments)]
-fn mm<T: WithDType>(
+fn mm<T: Lane>(
     m: usize,
     n: usize,
     k: usize,
@@ -230,7 +248,7 @@ impl Geom {
 }
 
 /// im2col of one sample: `col[(ci*k + kh)*k + kw][oh*ow + o]`.
-fn im2col<T: WithDType>(x: &[T], g: &Geom, col: &mut [T]) {
+fn im2col<T: Lane>(x: &[T], g: &Geom, col: &mut [T]) {
     if g.stride == 1 && g.ow() == g.w && g.oh() == g.h {
         return im2col_same(x, g, col);
     }
@@ -291,7 +309,7 @@ fn im2col<T: WithDType>(x: &[T], g: &Geom, col: &mut [T]) {
 
 /// [`im2col`] of a stride-1 "same" convolution: each row of `col` is the input plane shifted
 /// by a constant offset, so it is one block copy plus zeroed borders.
-fn im2col_same<T: WithDType>(x: &[T], g: &Geom, col: &mut [T]) {
+fn im2col_same<T: Lane>(x: &[T], g: &Geom, col: &mut [T]) {
     let (h, w, k) = (g.h, g.w, g.k);
     let hw = h * w;
     for ci in 0..g.cin {
@@ -327,7 +345,7 @@ fn im2col_same<T: WithDType>(x: &[T], g: &Geom, col: &mut [T]) {
 }
 
 /// The adjoint of [`im2col`]: adds `col` into the sample gradient `dx`.
-fn col2im_add<T: WithDType>(col: &[T], g: &Geom, dx: &mut [T]) {
+fn col2im_add<T: Lane>(col: &[T], g: &Geom, dx: &mut [T]) {
     let (oh, ow, k, s) = (g.oh(), g.ow(), g.k, g.stride);
     let ohw = oh * ow;
     for ci in 0..g.cin {
@@ -354,7 +372,7 @@ fn col2im_add<T: WithDType>(col: &[T], g: &Geom, dx: &mut [T]) {
 }
 
 /// `y = W * im2col(x) (+ bias) (relu)` for one sample; `y` is `[cout, oh*ow]`.
-fn conv_sample<T: WithDType>(
+fn conv_sample<T: Lane>(
     x: &[T],
     g: &Geom,
     w: &[T],
@@ -388,14 +406,13 @@ fn conv_sample<T: WithDType>(
         (ohw, 1),
     );
     if relu {
-        let z = zero::<T>();
         for v in y.iter_mut() {
-            *v = if *v > z { *v } else { z };
+            *v = T::gate(*v, *v);
         }
     }
 }
 
-fn conv_forward<T: WithDType>(x: &[T], w: &[T], b: Option<&[T]>, g: &Geom, relu: bool) -> Vec<T> {
+fn conv_forward<T: Lane>(x: &[T], w: &[T], b: Option<&[T]>, g: &Geom, relu: bool) -> Vec<T> {
     let (per_x, per_y) = (g.cin * g.h * g.w, g.cout * g.ohw());
     let mut y = filled_later::<T>(g.n * per_y);
     let (_, len) = chunks(g.n);
@@ -432,17 +449,16 @@ enum DyMap<'a, T> {
     },
 }
 
-impl<T: WithDType> DyMap<'_, T> {
+impl<T: Lane> DyMap<'_, T> {
     /// Writes sample `s`'s output gradient into `buf` (`[cout, ohw]`) and returns true, or
     /// returns false when it is `dy_s` unchanged.
     fn sample(&self, s: usize, dy_s: &[T], buf: &mut [T], ohw: usize) -> bool {
         let per = dy_s.len();
-        let z0 = zero::<T>();
         match self {
             DyMap::Plain => false,
             DyMap::Relu(y) => {
                 for ((o, &d), &yv) in buf.iter_mut().zip(dy_s).zip(&y[s * per..(s + 1) * per]) {
-                    *o = if yv > z0 { d } else { z0 };
+                    *o = T::gate(yv, d);
                 }
                 true
             }
@@ -459,7 +475,7 @@ impl<T: WithDType> DyMap<'_, T> {
                         Some(gt) => {
                             let (ga, gb) = gt[ch];
                             for ((o, &g), &zv) in o.iter_mut().zip(d).zip(zc) {
-                                let g = if zv * ga + gb > z0 { g } else { z0 };
+                                let g = T::gate(zv * ga + gb, g);
                                 *o = a * g + c1 * zv + c0;
                             }
                         }
@@ -478,7 +494,7 @@ impl<T: WithDType> DyMap<'_, T> {
 
 /// Gradients of a convolution, `[dx (when asked) | dW | db]` flattened, followed by `tail`
 /// zeros (room for a fused op's other gradients).
-fn conv_backward<T: WithDType>(
+fn conv_backward<T: Lane>(
     x: &[T],
     w: &[T],
     dy: &[T],
@@ -672,7 +688,7 @@ impl ConvOp {
         })
     }
 
-    fn fwd<T: WithDType>(
+    fn fwd<T: Lane>(
         &self,
         s1: &CpuStorage,
         l1: &Layout,
@@ -759,7 +775,7 @@ struct ConvBwdOp {
 }
 
 impl ConvBwdOp {
-    fn run<T: WithDType>(
+    fn run<T: Lane>(
         &self,
         s1: &CpuStorage,
         l1: &Layout,
@@ -845,7 +861,7 @@ pub(crate) fn conv2d(
 // ---------------------------------------------------------------------------------------------
 
 /// Sum of a slice, eight partial sums (vectorisable), in `T` then widened.
-fn sum<T: WithDType>(s: &[T]) -> f64 {
+fn sum<T: Lane>(s: &[T]) -> f64 {
     let mut acc = [zero::<T>(); 8];
     let mut it = s.chunks_exact(8);
     for c in &mut it {
@@ -864,7 +880,7 @@ fn sum<T: WithDType>(s: &[T]) -> f64 {
 }
 
 /// `sum((s - m)^2)`.
-fn sum_sq_dev<T: WithDType>(s: &[T], m: T) -> f64 {
+fn sum_sq_dev<T: Lane>(s: &[T], m: T) -> f64 {
     let mut acc = [zero::<T>(); 8];
     let mut it = s.chunks_exact(8);
     for c in &mut it {
@@ -886,7 +902,7 @@ fn sum_sq_dev<T: WithDType>(s: &[T], m: T) -> f64 {
 
 /// `sum(g)` and `sum(g * (x - m))` with `g = dy`, gated by `x * a + b > 0` (the fused
 /// ReLU's output, recomputed bit for bit instead of read) when `gate` is `Some((a, b))`.
-fn sum_grad<T: WithDType>(dy: &[T], x: &[T], gate: Option<(T, T)>, m: T) -> (f64, f64) {
+fn sum_grad<T: Lane>(dy: &[T], x: &[T], gate: Option<(T, T)>, m: T) -> (f64, f64) {
     let z = zero::<T>();
     let (mut a, mut b) = ([z; 8], [z; 8]);
     let (mut sa, mut sb) = (0f64, 0f64);
@@ -895,14 +911,14 @@ fn sum_grad<T: WithDType>(dy: &[T], x: &[T], gate: Option<(T, T)>, m: T) -> (f64
             let mut it = dy.chunks_exact(8).zip(x.chunks_exact(8));
             for (d, xv) in &mut it {
                 for l in 0..8 {
-                    let g = if xv[l] * ga + gb > z { d[l] } else { z };
+                    let g = T::gate(xv[l] * ga + gb, d[l]);
                     a[l] += g;
                     b[l] += g * (xv[l] - m);
                 }
             }
             let tail = dy.len() - dy.len() % 8;
             for j in tail..dy.len() {
-                let g = if x[j] * ga + gb > z { dy[j] } else { z };
+                let g = T::gate(x[j] * ga + gb, dy[j]);
                 sa += g.to_f64();
                 sb += (g * (x[j] - m)).to_f64();
             }
@@ -932,13 +948,7 @@ fn sum_grad<T: WithDType>(dy: &[T], x: &[T], gate: Option<(T, T)>, m: T) -> (f64
 /// The per-channel affine map `y = x * a + b` of a BatchNorm with these statistics, rounded
 /// to `T` exactly as the forward pass applies it (the backward recomputes the fused ReLU's
 /// gate from it, so both must agree bit for bit).
-fn bn_affine<T: WithDType>(
-    gamma: &[T],
-    beta: &[T],
-    mean: &[f64],
-    var: &[f64],
-    eps: f64,
-) -> Vec<(T, T)> {
+fn bn_affine<T: Lane>(gamma: &[T], beta: &[T], mean: &[f64], var: &[f64], eps: f64) -> Vec<(T, T)> {
     (0..gamma.len())
         .map(|ch| {
             let a = gamma[ch].to_f64() / (var[ch] + eps).sqrt();
@@ -953,10 +963,7 @@ fn bn_affine<T: WithDType>(
 /// Per-channel mean and biased variance of `x` (`[n, c, hw]`), each sum in `T` over eight
 /// lanes per plane, widened to f64 across planes; the variance is taken about the mean
 /// rounded to `T` and corrected to the exact mean.
-fn bn_batch_stats<T: WithDType>(
-    x: &[T],
-    (n, c, hw): (usize, usize, usize),
-) -> (Vec<f64>, Vec<f64>) {
+fn bn_batch_stats<T: Lane>(x: &[T], (n, c, hw): (usize, usize, usize)) -> (Vec<f64>, Vec<f64>) {
     let count = (n * hw).max(1) as f64;
     (0..c)
         .into_par_iter()
@@ -978,17 +985,16 @@ fn bn_batch_stats<T: WithDType>(
 }
 
 /// `y = x * a + b` per channel (`ab[ch]`), then ReLU when `relu`; `x` is `[n, c, hw]`.
-fn bn_apply<T: WithDType>(x: &[T], ab: &[(T, T)], hw: usize, relu: bool) -> Vec<T> {
+fn bn_apply<T: Lane>(x: &[T], ab: &[(T, T)], hw: usize, relu: bool) -> Vec<T> {
     let c = ab.len();
     let mut y = filled_later::<T>(x.len());
     y.par_chunks_mut(hw.max(1)).enumerate().for_each(|(p, ys)| {
         let (a, b) = ab[p % c];
-        let z = zero::<T>();
         let xs = &x[p * hw..(p + 1) * hw];
         if relu {
             for (o, &v) in ys.iter_mut().zip(xs) {
                 let t = v * a + b;
-                *o = if t > z { t } else { z };
+                *o = T::gate(t, t);
             }
         } else {
             for (o, &v) in ys.iter_mut().zip(xs) {
@@ -1006,7 +1012,7 @@ type BnBackwardCoefs<T> = (Vec<(T, T, T)>, Vec<(T, T)>);
 /// (`c1 = c0 = 0` in evaluation mode) and `(dgamma, dbeta)`. `gates` are the fused ReLU's
 /// `(a, b)` when there is one (see [`bn_affine`]).
 #[allow(clippy::too_many_arguments)]
-fn bn_backward_coefs<T: WithDType>(
+fn bn_backward_coefs<T: Lane>(
     x: &[T],
     gamma: &[T],
     dy: &[T],
@@ -1090,7 +1096,7 @@ impl BnOp {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn fwd<T: WithDType>(
+    fn fwd<T: Lane>(
         &self,
         s1: &CpuStorage,
         l1: &Layout,
@@ -1204,7 +1210,7 @@ struct BnBwdOp {
 }
 
 impl BnBwdOp {
-    fn run<T: WithDType>(
+    fn run<T: Lane>(
         &self,
         x: &[T],
         gamma: &[T],
@@ -1231,12 +1237,11 @@ impl BnBwdOp {
         dx.par_chunks_mut(hw.max(1)).enumerate().for_each(|(p, d)| {
             let (a, c1, c0) = coef[p % c];
             let r = p * hw..(p + 1) * hw;
-            let z = zero::<T>();
             match gates.as_deref() {
                 Some(gates) => {
                     let (ga, gb) = gates[p % c];
                     for (o, (&g, &xv)) in d.iter_mut().zip(dy[r.clone()].iter().zip(&x[r])) {
-                        let g = if xv * ga + gb > z { g } else { z };
+                        let g = T::gate(xv * ga + gb, g);
                         *o = a * g + c1 * xv + c0;
                     }
                 }
@@ -1254,7 +1259,7 @@ impl BnBwdOp {
         out
     }
 
-    fn go<T: WithDType>(
+    fn go<T: Lane>(
         &self,
         s1: &CpuStorage,
         l1: &Layout,
@@ -1320,7 +1325,7 @@ fn argmax4<T: PartialOrd + Copy>(v: [T; 4]) -> usize {
 }
 
 #[inline]
-fn window<T: WithDType>(a: &[T], b: Option<&[T]>, i0: usize, i1: usize) -> [T; 4] {
+fn window<T: Lane>(a: &[T], b: Option<&[T]>, i0: usize, i1: usize) -> [T; 4] {
     match b {
         Some(b) => [
             a[i0] + b[i0],
@@ -1332,7 +1337,7 @@ fn window<T: WithDType>(a: &[T], b: Option<&[T]>, i0: usize, i1: usize) -> [T; 4
     }
 }
 
-fn pool_fwd<T: WithDType>(a: &[T], b: Option<&[T]>, planes: usize, h: usize, w: usize) -> Vec<T> {
+fn pool_fwd<T: Lane>(a: &[T], b: Option<&[T]>, planes: usize, h: usize, w: usize) -> Vec<T> {
     let (ho, wo) = (h / 2, w / 2);
     let mut y = filled_later::<T>(planes * ho * wo);
     if ho * wo == 0 {
@@ -1374,7 +1379,7 @@ fn pool_fwd<T: WithDType>(a: &[T], b: Option<&[T]>, planes: usize, h: usize, w: 
     y
 }
 
-fn pool_bwd<T: WithDType>(
+fn pool_bwd<T: Lane>(
     a: &[T],
     b: Option<&[T]>,
     dy: &[T],
@@ -1421,7 +1426,7 @@ fn pool_dims(l: &Layout) -> Result<(usize, usize, usize, usize)> {
 }
 
 impl PoolOp {
-    fn fwd<T: WithDType>(
+    fn fwd<T: Lane>(
         &self,
         s1: &CpuStorage,
         l1: &Layout,
@@ -1506,7 +1511,7 @@ impl CustomOp2 for PoolOp {
 struct PoolBwdOp;
 
 impl PoolBwdOp {
-    fn go<T: WithDType>(
+    fn go<T: Lane>(
         &self,
         a: (&CpuStorage, &Layout),
         b: Option<(&CpuStorage, &Layout)>,

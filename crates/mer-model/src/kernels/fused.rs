@@ -62,7 +62,7 @@ impl ConvBnReluOp {
         })
     }
 
-    fn fwd<T: WithDType>(
+    fn fwd<T: Lane>(
         &self,
         s1: &CpuStorage,
         l1: &Layout,
@@ -169,7 +169,7 @@ struct ConvBnReluBwdOp {
 }
 
 impl ConvBnReluBwdOp {
-    fn run<T: WithDType>(
+    fn run<T: Lane>(
         &self,
         s1: &CpuStorage,
         l1: &Layout,
