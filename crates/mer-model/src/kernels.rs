@@ -1,7 +1,8 @@
 //! Fused CPU kernels as candle custom ops, each with its own backward pass: convolution
 //! (+ bias, + optional ReLU) as im2col + `gemm` per sample, training- and evaluation-mode
 //! BatchNorm (+ optional ReLU), convolution + training-mode BatchNorm (+ ReLU) as one op
-//! ([`conv_bn_relu`]), and max pool 2x2 (of a sum of two tensors, the residual join). They keep candle tensors, `Var`s and the optimizer; only the arithmetic moves here.
+//! ([`conv_bn_relu`]), and max pool 2x2 (of a sum of two tensors, the residual join). They
+//! keep candle tensors, `Var`s and the optimizer; only the arithmetic moves here.
 //!
 //! Work is split across the batch on the current rayon pool (one contiguous chunk of samples
 //! per thread, scratch buffers allocated once per chunk); `gemm` itself runs single-threaded.

@@ -20,8 +20,9 @@
 //!
 //! ## Speed
 //!
-//! On the CPU (f32 and f64) the convolutions, BatchNorm (+ ReLU) and the residual max pool
-//! run as fused custom candle ops with their own backward passes (`kernels.rs`):
+//! On the CPU (f32 and f64) the convolutions, BatchNorm (+ ReLU), conv + BatchNorm + ReLU in
+//! training and the residual max pool run as fused custom candle ops with their own backward
+//! passes (`kernels.rs`, `kernels/fused.rs`):
 //! convolution as per-sample im2col + `gemm` (AVX-512 where the CPU has it), the input
 //! gradient of a stride-1 convolution as a convolution with the flipped kernel, no input
 //! gradient for the network input, samples split across the rayon pool. They are the
