@@ -39,7 +39,7 @@ impl ConvBnRelu {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
-            if let Some(y) = self.bn.conv_bn_relu_train(&self.conv, x)? {
+            if let Some(y) = self.bn.conv_bn_train(&self.conv, x, false, true)? {
                 return Ok(y);
             }
         }

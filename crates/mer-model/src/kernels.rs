@@ -442,11 +442,13 @@ enum DyMap<'a, T> {
     /// Gated by a fused ReLU's output `y > 0`.
     Relu(&'a [T]),
     /// Through a fused training-mode BatchNorm (+ ReLU) whose input is `z`: per channel
-    /// `dz = a*g + c1*z + c0` with `g = dy`, gated by `z*ga + gb > 0` when a ReLU is fused.
+    /// `dz = a*g + c1*z + c0` with `g = dy`, gated by `z*ga + gb > 0` when a ReLU follows
+    /// the BatchNorm; `dz` gated by `z > 0` when `pre_relu` (a ReLU made `z`).
     Bn {
         z: &'a [T],
         coef: &'a [(T, T, T)],
         gates: Option<&'a [(T, T)]>,
+        pre_relu: bool,
     },
 }
 
@@ -463,7 +465,12 @@ impl<T: Lane> DyMap<'_, T> {
                 }
                 true
             }
-            DyMap::Bn { z, coef, gates } => {
+            DyMap::Bn {
+                z,
+                coef,
+                gates,
+                pre_relu,
+            } => {
                 let zs = &z[s * per..(s + 1) * per];
                 for (ch, ((o, d), zc)) in buf
                     .chunks_exact_mut(ohw)
@@ -477,12 +484,14 @@ impl<T: Lane> DyMap<'_, T> {
                             let (ga, gb) = gt[ch];
                             for ((o, &g), &zv) in o.iter_mut().zip(d).zip(zc) {
                                 let g = T::gate(zv * ga + gb, g);
-                                *o = a * g + c1 * zv + c0;
+                                let v = a * g + c1 * zv + c0;
+                                *o = if *pre_relu { T::gate(zv, v) } else { v };
                             }
                         }
                         None => {
                             for ((o, &g), &zv) in o.iter_mut().zip(d).zip(zc) {
-                                *o = a * g + c1 * zv + c0;
+                                let v = a * g + c1 * zv + c0;
+                                *o = if *pre_relu { T::gate(zv, v) } else { v };
                             }
                         }
                     }
@@ -1776,8 +1785,11 @@ mod tests {
         ];
         for dt in [DType::F64, DType::F32] {
             for &(n, cin, h, w, cout, k, s, p) in &cases {
-                for relu in [true, false] {
-                    let what = format!("{dt:?} {:?} relu {relu}", (n, cin, h, w, cout, k, s, p));
+                for (relu_before, relu) in [(false, true), (false, false), (true, false)] {
+                    let what = format!(
+                        "{dt:?} {:?} relu before {relu_before} after {relu}",
+                        (n, cin, h, w, cout, k, s, p)
+                    );
                     let v = |shape: &[usize]| Var::from_tensor(&randn(shape, dt)).unwrap();
                     let (x, wt, b, g, be) = (
                         v(&[n, cin, h, w]),
@@ -1795,6 +1807,7 @@ mod tests {
                         s,
                         p,
                         1e-5,
+                        relu_before,
                         relu,
                     )
                     .unwrap();
@@ -1804,7 +1817,7 @@ mod tests {
                         Some(b.as_tensor()),
                         s,
                         p,
-                        false,
+                        relu_before,
                     )
                     .unwrap();
                     let (sep, ss) =

@@ -328,10 +328,17 @@ impl BatchNorm2d {
         Ok(y)
     }
 
-    /// `conv -> BatchNorm -> ReLU` in training mode as one fused kernel (and the running
-    /// statistics update), where the fast kernels apply to `x` and `conv` has a bias;
-    /// `None` otherwise (the caller runs the separate layers).
-    pub(crate) fn conv_bn_relu_train(&self, conv: &Conv2d, x: &Tensor) -> Result<Option<Tensor>> {
+    /// `conv (-> ReLU when relu_before) -> BatchNorm (-> ReLU when relu_after)` in training
+    /// mode as one fused kernel (and the running statistics update), where the fast kernels
+    /// apply to `x` and `conv` has a bias; `None` otherwise (the caller runs the separate
+    /// layers).
+    pub(crate) fn conv_bn_train(
+        &self,
+        conv: &Conv2d,
+        x: &Tensor,
+        relu_before: bool,
+        relu_after: bool,
+    ) -> Result<Option<Tensor>> {
         let Some(bias) = &conv.bias else {
             return Ok(None);
         };
@@ -351,7 +358,8 @@ impl BatchNorm2d {
             conv.stride,
             conv.padding,
             BN_EPS,
-            true,
+            relu_before,
+            relu_after,
         )?;
         let (n, _, h, w) = y.dims4()?;
         self.update_running((n * h * w) as f64, &b)?;

@@ -274,9 +274,19 @@ impl OffTaNet {
         } else {
             x.clone()
         };
-        let mut h = self
-            .stem_bn
-            .forward_t(&self.stem_conv.forward_relu(&x)?, train)?;
+        // conv -> ReLU -> BatchNorm (the reference's order); one fused op in training.
+        let fused = if train {
+            self.stem_bn
+                .conv_bn_train(&self.stem_conv, &x, true, false)?
+        } else {
+            None
+        };
+        let mut h = match fused {
+            Some(h) => h,
+            None => self
+                .stem_bn
+                .forward_t(&self.stem_conv.forward_relu(&x)?, train)?,
+        };
         if let Some(t) = taps.as_deref_mut() {
             t.stem = Some(h.clone());
         }

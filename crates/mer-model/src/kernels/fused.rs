@@ -16,7 +16,7 @@ struct Saved {
     stats: BnBatchStats,
 }
 
-/// `relu?(batch_norm(conv2d(x, w) + bias))` in training mode, on `(x, params)` with
+/// `relu?(batch_norm(relu?(conv2d(x, w) + bias)))` in training mode, on `(x, params)` with
 /// `params = [w (flattened) | bias | gamma | beta]`.
 struct ConvBnReluOp {
     cout: usize,
@@ -24,6 +24,9 @@ struct ConvBnReluOp {
     stride: usize,
     pad: usize,
     eps: f64,
+    /// ReLU between the convolution and the BatchNorm (the stem's order).
+    relu_before: bool,
+    /// ReLU after the BatchNorm (the residual blocks' order).
     relu: bool,
     saved: Arc<Mutex<Saved>>,
 }
@@ -73,7 +76,7 @@ impl ConvBnReluOp {
         let x = slice::<T>(s1, l1, "conv-bn")?;
         let p = slice::<T>(s2, l2, "conv-bn")?;
         let (w, b, gamma, beta) = split_params(p, &g);
-        let z = conv_forward(x, w, Some(b), &g, false);
+        let z = conv_forward(x, w, Some(b), &g, self.relu_before);
         let (mean, var) = bn_batch_stats(&z, (g.n, g.cout, g.ohw()));
         let ab = bn_affine(gamma, beta, &mean, &var, self.eps);
         let y = bn_apply(&z, &ab, g.ohw(), self.relu);
@@ -142,6 +145,7 @@ impl CustomOp2 for ConvBnReluOp {
                 stride: self.stride,
                 pad: self.pad,
                 eps: self.eps,
+                relu_before: self.relu_before,
                 relu: self.relu,
                 saved: Arc::default(),
             },
@@ -204,6 +208,7 @@ impl ConvBnReluBwdOp {
                 z,
                 coef: &coef,
                 gates: gates.as_deref(),
+                pre_relu: self.fwd.relu_before,
             };
             let mut out = conv_backward(x, w, dy, &dmap, &g, self.need_dx, 2 * g.cout);
             let at = out.len() - 2 * g.cout;
@@ -243,8 +248,9 @@ impl CustomOp3 for ConvBnReluBwdOp {
     }
 }
 
-/// `relu?(batch_norm(conv2d(x, w, padding, stride) + bias))` in training mode (batch
-/// statistics) as one op; returns the output and the batch mean and biased variance (for
+/// `relu?(batch_norm(relu?(conv2d(x, w, padding, stride) + bias)))` in training mode (batch
+/// statistics) as one op: a ReLU before the BatchNorm when `relu_before`, after it when
+/// `relu`; returns the output and the batch mean and biased variance (for
 /// the running statistics). The parameters stay separate tensors (and variables): they are
 /// packed into one small tensor per call, through which their gradients flow back.
 #[allow(clippy::too_many_arguments)]
@@ -257,6 +263,7 @@ pub(crate) fn conv_bn_relu(
     stride: usize,
     pad: usize,
     eps: f64,
+    relu_before: bool,
     relu: bool,
 ) -> Result<(Tensor, BnBatchStats)> {
     let (cout, _, k, _) = w.dims4()?;
@@ -268,6 +275,7 @@ pub(crate) fn conv_bn_relu(
         stride,
         pad,
         eps,
+        relu_before,
         relu,
         saved: saved.clone(),
     };
