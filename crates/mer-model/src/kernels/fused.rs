@@ -1,4 +1,4 @@
-//! Convolution + training-mode BatchNorm (+ ReLU) as one custom op.
+//! Convolution (+ ReLU) + training-mode BatchNorm (+ ReLU) as one custom op.
 //!
 //! Against a convolution op followed by a BatchNorm op it saves, per layer and step: candle's
 //! gradient accumulation of the convolution's output (a zeroed tensor plus an addition, both
@@ -11,7 +11,8 @@ use super::*;
 /// What a training forward leaves for its backward and for the running statistics.
 #[derive(Default)]
 struct Saved {
-    /// The BatchNorm input (the convolution's output with bias), flattened.
+    /// The BatchNorm input (the convolution's output with bias, after the ReLU when one
+    /// comes first), flattened.
     z: Option<Tensor>,
     stats: BnBatchStats,
 }
