@@ -18,6 +18,24 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+/// The body of every op's `cpu_fwd`: `$call` with the type alias `$t` bound to f32 or f64
+/// by the dtype of the storage `$s`, else an error naming the op and the dtype found.
+macro_rules! by_float {
+    ($s:expr, $name:expr, $t:ident => $call:expr) => {
+        match $s {
+            CpuStorage::F32(_) => {
+                type $t = f32;
+                $call
+            }
+            CpuStorage::F64(_) => {
+                type $t = f64;
+                $call
+            }
+            other => bail!("{}: expected f32 or f64, found {:?}", $name, other.dtype()),
+        }
+    };
+}
+
 mod fused;
 pub(crate) use fused::conv_bn_relu;
 
@@ -217,6 +235,35 @@ pub(crate) struct Geom {
 }
 
 impl Geom {
+    /// The geometry of a `k`x`k` convolution with `cout` outputs on the `[N, cin, H, W]`
+    /// input `lx`; an error (naming `op`) when the padded input is smaller than the kernel.
+    fn of_input(
+        op: &str,
+        lx: &Layout,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Self> {
+        let (n, cin, h, w) = lx.shape().dims4()?;
+        if h + 2 * pad < k || w + 2 * pad < k {
+            bail!(
+                "{op}: input {:?} smaller than the {k}x{k} kernel (padding {pad})",
+                lx.dims()
+            );
+        }
+        Ok(Geom {
+            n,
+            cin,
+            h,
+            w,
+            cout,
+            k,
+            stride,
+            pad,
+        })
+    }
+
     fn oh(&self) -> usize {
         (self.h + 2 * self.pad - self.k) / self.stride + 1
     }
@@ -676,26 +723,16 @@ pub(crate) struct ConvOp {
 
 impl ConvOp {
     fn geom(&self, lx: &Layout, lw: &Layout) -> Result<Geom> {
-        let (n, cin, h, w) = lx.shape().dims4()?;
+        let (_, cin, _, _) = lx.shape().dims4()?;
         let (cout, wcin, k, k2) = lw.shape().dims4()?;
-        if wcin != cin || k != k2 || h + 2 * self.pad < k || w + 2 * self.pad < k {
+        if wcin != cin || k != k2 {
             bail!(
-                "conv: input {:?} does not fit kernel {:?} (padding {})",
+                "conv: input {:?} does not fit kernel {:?}",
                 lx.dims(),
-                lw.dims(),
-                self.pad
+                lw.dims()
             );
         }
-        Ok(Geom {
-            n,
-            cin,
-            h,
-            w,
-            cout,
-            k,
-            stride: self.stride,
-            pad: self.pad,
-        })
+        Geom::of_input("conv", lx, cout, k, self.stride, self.pad)
     }
 
     fn fwd<T: Lane>(
@@ -733,11 +770,7 @@ impl CustomOp3 for ConvOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.fwd::<f32>(s1, l1, s2, l2, s3, l3),
-            CpuStorage::F64(_) => self.fwd::<f64>(s1, l1, s2, l2, s3, l3),
-            _ => bail!("mer-conv2d: expected f32 or f64, found {:?}", s1.dtype()),
-        }
+        by_float!(s1, self.name(), T => self.fwd::<T>(s1, l1, s2, l2, s3, l3))
     }
 
     fn bwd(
@@ -829,14 +862,7 @@ impl CustomOp3 for ConvBwdOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.run::<f32>(s1, l1, s2, l2, s3, l3),
-            CpuStorage::F64(_) => self.run::<f64>(s1, l1, s2, l2, s3, l3),
-            _ => bail!(
-                "mer-conv2d-bwd: expected f32 or f64, found {:?}",
-                s1.dtype()
-            ),
-        }
+        by_float!(s1, self.name(), T => self.run::<T>(s1, l1, s2, l2, s3, l3))
     }
 }
 
@@ -1158,14 +1184,7 @@ impl CustomOp3 for BnOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.fwd::<f32>(s1, l1, s2, l2, s3, l3),
-            CpuStorage::F64(_) => self.fwd::<f64>(s1, l1, s2, l2, s3, l3),
-            _ => bail!(
-                "mer-batch-norm: expected f32 or f64, found {:?}",
-                s1.dtype()
-            ),
-        }
+        by_float!(s1, self.name(), T => self.fwd::<T>(s1, l1, s2, l2, s3, l3))
     }
 
     fn bwd(
@@ -1307,14 +1326,7 @@ impl CustomOp3 for BnBwdOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.go::<f32>(s1, l1, s2, l2, s3, l3),
-            CpuStorage::F64(_) => self.go::<f64>(s1, l1, s2, l2, s3, l3),
-            _ => bail!(
-                "mer-batch-norm-bwd: expected f32 or f64, found {:?}",
-                s1.dtype()
-            ),
-        }
+        by_float!(s1, self.name(), T => self.go::<T>(s1, l1, s2, l2, s3, l3))
     }
 }
 
@@ -1471,11 +1483,7 @@ impl CustomOp1 for PoolOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        match s {
-            CpuStorage::F32(_) => self.fwd::<f32>(s, l, None),
-            CpuStorage::F64(_) => self.fwd::<f64>(s, l, None),
-            _ => bail!("mer-max-pool2: expected f32 or f64, found {:?}", s.dtype()),
-        }
+        by_float!(s, CustomOp1::name(self), T => self.fwd::<T>(s, l, None))
     }
 
     fn bwd(&self, a: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -1495,14 +1503,7 @@ impl CustomOp2 for PoolOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.fwd::<f32>(s1, l1, Some((s2, l2))),
-            CpuStorage::F64(_) => self.fwd::<f64>(s1, l1, Some((s2, l2))),
-            _ => bail!(
-                "mer-max-pool2-sum: expected f32 or f64, found {:?}",
-                s1.dtype()
-            ),
-        }
+        by_float!(s1, CustomOp2::name(self), T => self.fwd::<T>(s1, l1, Some((s2, l2))))
     }
 
     fn bwd(
@@ -1550,11 +1551,7 @@ impl CustomOp2 for PoolBwdOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.go::<f32>((s1, l1), None, (s2, l2)),
-            CpuStorage::F64(_) => self.go::<f64>((s1, l1), None, (s2, l2)),
-            _ => bail!("mer-max-pool2-bwd: expected f32 or f64"),
-        }
+        by_float!(s1, CustomOp2::name(self), T => self.go::<T>((s1, l1), None, (s2, l2)))
     }
 }
 
@@ -1572,11 +1569,7 @@ impl CustomOp3 for PoolBwdOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.go::<f32>((s1, l1), Some((s2, l2)), (s3, l3)),
-            CpuStorage::F64(_) => self.go::<f64>((s1, l1), Some((s2, l2)), (s3, l3)),
-            _ => bail!("mer-max-pool2-sum-bwd: expected f32 or f64"),
-        }
+        by_float!(s1, CustomOp3::name(self), T => self.go::<T>((s1, l1), Some((s2, l2)), (s3, l3)))
     }
 }
 

@@ -34,7 +34,7 @@ struct ConvBnReluOp {
 
 impl ConvBnReluOp {
     fn geom(&self, lx: &Layout, lp: &Layout) -> Result<Geom> {
-        let (n, cin, h, w) = lx.shape().dims4()?;
+        let (_, cin, _, _) = lx.shape().dims4()?;
         let kk = cin * self.k * self.k;
         if lp.shape().elem_count() != self.cout * (kk + 3) {
             bail!(
@@ -46,24 +46,7 @@ impl ConvBnReluOp {
                 self.cout * (kk + 3)
             );
         }
-        if h + 2 * self.pad < self.k || w + 2 * self.pad < self.k {
-            bail!(
-                "conv-bn: input {:?} smaller than the kernel {} (padding {})",
-                lx.dims(),
-                self.k,
-                self.pad
-            );
-        }
-        Ok(Geom {
-            n,
-            cin,
-            h,
-            w,
-            cout: self.cout,
-            k: self.k,
-            stride: self.stride,
-            pad: self.pad,
-        })
+        Geom::of_input("conv-bn", lx, self.cout, self.k, self.stride, self.pad)
     }
 
     fn fwd<T: Lane>(
@@ -114,14 +97,7 @@ impl CustomOp2 for ConvBnReluOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.fwd::<f32>(s1, l1, s2, l2),
-            CpuStorage::F64(_) => self.fwd::<f64>(s1, l1, s2, l2),
-            _ => bail!(
-                "mer-conv-bn-relu: expected f32 or f64, found {:?}",
-                s1.dtype()
-            ),
-        }
+        by_float!(s1, self.name(), T => self.fwd::<T>(s1, l1, s2, l2))
     }
 
     fn bwd(
@@ -238,14 +214,7 @@ impl CustomOp3 for ConvBnReluBwdOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match s1 {
-            CpuStorage::F32(_) => self.run::<f32>(s1, l1, s2, l2, s3, l3),
-            CpuStorage::F64(_) => self.run::<f64>(s1, l1, s2, l2, s3, l3),
-            _ => bail!(
-                "mer-conv-bn-relu-bwd: expected f32 or f64, found {:?}",
-                s1.dtype()
-            ),
-        }
+        by_float!(s1, self.name(), T => self.run::<T>(s1, l1, s2, l2, s3, l3))
     }
 }
 
