@@ -61,16 +61,7 @@ fn batch(c: &mut Criterion) {
     let params = TvL1Params::default();
     let ours = TvL1::new(params.clone()).unwrap();
     let n = 64;
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..n)
-        .map(|i| {
-            let (a, b, _) = face_pair(112, 100 + i, 0.3 + (i % 8) as f32 * 0.35);
-            (a, b)
-        })
-        .collect();
-    let grays: Vec<(GrayImage, GrayImage)> = pairs
-        .iter()
-        .map(|(a, b)| (gray(112, 112, a), gray(112, 112, b)))
-        .collect();
+    let (pairs, grays) = batch_pairs(n);
     let refs: Vec<(&GrayImage, &GrayImage)> = grays.iter().map(|(a, b)| (a, b)).collect();
     let mut g = c.benchmark_group("tvl1_batch");
     g.sample_size(10);

@@ -83,16 +83,7 @@ fn main() {
         );
     }
     // Batch throughput: 64 pairs of 112x112 on all cores.
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..64)
-        .map(|i| {
-            let (a, b, _) = face_pair(112, 100 + i, 0.3 + (i % 8) as f32 * 0.35);
-            (a, b)
-        })
-        .collect();
-    let grays: Vec<(GrayImage, GrayImage)> = pairs
-        .iter()
-        .map(|(a, b)| (gray(112, 112, a), gray(112, 112, b)))
-        .collect();
+    let (pairs, grays) = batch_pairs(64);
     let refs: Vec<(&GrayImage, &GrayImage)> = grays.iter().map(|(a, b)| (a, b)).collect();
     let mats: Vec<_> = pairs
         .iter()

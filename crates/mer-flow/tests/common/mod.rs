@@ -114,6 +114,22 @@ pub fn gray(w: usize, h: usize, d: &[u8]) -> GrayImage {
     GrayImage::from_u8(w, h, d).unwrap()
 }
 
+/// The batch benchmarks' workload: `n` 112x112 face pairs of varied motion (0.3 to 2.75 px),
+/// as raw bytes (for OpenCV) and as our images.
+pub fn batch_pairs(n: u32) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<(GrayImage, GrayImage)>) {
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let (a, b, _) = face_pair(112, 100 + i, 0.3 + (i % 8) as f32 * 0.35);
+            (a, b)
+        })
+        .collect();
+    let grays = pairs
+        .iter()
+        .map(|(a, b)| (gray(112, 112, a), gray(112, 112, b)))
+        .collect();
+    (pairs, grays)
+}
+
 /// OpenCV's DualTVL1 with the given parameters.
 pub fn opencv_tvl1(p: &TvL1Params) -> core::Ptr<optflow::DualTVL1OpticalFlow> {
     optflow::DualTVL1OpticalFlow::create(
