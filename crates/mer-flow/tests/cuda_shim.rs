@@ -8,6 +8,10 @@
 //! end-point error) on several pairs and parameter sets. Needs no GPU and no
 //! CUDA library: it runs everywhere `cargo test` runs.
 
+#[path = "common/pairs.rs"]
+mod pairs;
+use pairs::pair;
+
 use mer_flow::cuda::{Arg, Backend, GpuTvL1, Kernel};
 use mer_flow::testing;
 use mer_flow::{Error, Flow, GrayImage, Result, TvL1, TvL1Params};
@@ -695,29 +699,6 @@ fn error_reduction_decides_as_opencv() {
         "error reduction: decisions equal OpenCV's sequential f32 sum on {} thresholds",
         2 + 3 * nb
     );
-}
-
-/// A smooth textured image and the same moved by a local bump of `amp` px.
-fn pair(w: usize, h: usize, seed: u32, amp: f32) -> (GrayImage, GrayImage) {
-    let s = seed as f32;
-    let img = |dx: f32, dy: f32| {
-        let px = (0..w * h).map(|i| {
-            let (x, y) = ((i % w) as f32, (i / w) as f32);
-            let g = (-((x - w as f32 * (0.35 + 0.05 * (s % 3.0))).powi(2)
-                + (y - h as f32 * 0.5).powi(2))
-                / (0.02 * (w * h) as f32))
-                .exp();
-            let (x, y) = (x - dx * g, y - dy * g);
-            (128.0
-                + 50.0 * ((x * (0.2 + 0.01 * s)).sin() * (y * 0.17).cos())
-                + 20.0 * ((x * 0.9 + y * 0.3 + s).sin())
-                + 10.0 * (y * 0.6).sin())
-            .round()
-            .clamp(0.0, 255.0)
-        });
-        GrayImage::new(w, h, px.collect()).unwrap()
-    };
-    (img(0.0, 0.0), img(amp, -0.6 * amp))
 }
 
 fn compare(what: &str, gpu: &Flow, cpu: &Flow) -> f64 {
