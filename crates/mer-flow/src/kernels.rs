@@ -122,51 +122,20 @@ fn decide(sum64: f64, du: &[f32], scaled_eps: f32) -> f32 {
     }
 }
 
-/// Dispatches a kernel body to the widest instruction set the CPU has.
-macro_rules! dispatch {
-    ($generic:ident, $avx512:ident, $avx2:ident, ($($arg:ident : $ty:ty),*) -> $ret:ty) => {
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx512f")]
-        unsafe fn $avx512($($arg: $ty),*) -> $ret {
-            $generic($($arg),*)
-        }
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
-        unsafe fn $avx2($($arg: $ty),*) -> $ret {
-            $generic($($arg),*)
-        }
-    };
-}
-
-#[allow(clippy::too_many_arguments)]
-fn phase_a(
-    f: &Fields<'_>,
-    c: Consts,
-    p11: &[f32],
-    p12: &[f32],
-    p21: &[f32],
-    p22: &[f32],
-    y0: usize,
-    u1: &mut [f32],
-    u2: &mut [f32],
-    du: &mut [f32],
-) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::cpu::has_avx512() {
-            // SAFETY: the CPU supports AVX-512F (checked at run time).
-            return unsafe { phase_a_avx512(f, c, p11, p12, p21, p22, y0, u1, u2, du) };
-        }
-        if crate::cpu::has_avx2() {
-            // SAFETY: the CPU supports AVX2 (checked at run time).
-            return unsafe { phase_a_avx2(f, c, p11, p12, p21, p22, y0, u1, u2, du) };
-        }
-    }
-    phase_a_generic(f, c, p11, p12, p21, p22, y0, u1, u2, du)
-}
-
-dispatch!(phase_a_generic, phase_a_avx512, phase_a_avx2,
-    (f: &Fields<'_>, c: Consts, p11: &[f32], p12: &[f32], p21: &[f32], p22: &[f32], y0: usize, u1: &mut [f32], u2: &mut [f32], du: &mut [f32]) -> f64);
+crate::cpu::simd_dispatch!(
+    fn phase_a(
+        f: &Fields<'_>,
+        c: Consts,
+        p11: &[f32],
+        p12: &[f32],
+        p21: &[f32],
+        p22: &[f32],
+        y0: usize,
+        u1: &mut [f32],
+        u2: &mut [f32],
+        du: &mut [f32],
+    ) -> f64 = phase_a_generic
+);
 
 /// Backward-difference divergence of row `y` (OpenCV's `divergence`).
 #[inline(always)]
@@ -285,35 +254,20 @@ fn phase_a_generic(
     sum
 }
 
-#[allow(clippy::too_many_arguments)]
-fn phase_b(
-    taut: f32,
-    w: usize,
-    h: usize,
-    u1: &[f32],
-    u2: &[f32],
-    y0: usize,
-    p11: &mut [f32],
-    p12: &mut [f32],
-    p21: &mut [f32],
-    p22: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::cpu::has_avx512() {
-            // SAFETY: the CPU supports AVX-512F (checked at run time).
-            return unsafe { phase_b_avx512(taut, w, h, u1, u2, y0, p11, p12, p21, p22) };
-        }
-        if crate::cpu::has_avx2() {
-            // SAFETY: the CPU supports AVX2 (checked at run time).
-            return unsafe { phase_b_avx2(taut, w, h, u1, u2, y0, p11, p12, p21, p22) };
-        }
-    }
-    phase_b_generic(taut, w, h, u1, u2, y0, p11, p12, p21, p22)
-}
-
-dispatch!(phase_b_generic, phase_b_avx512, phase_b_avx2,
-    (taut: f32, w: usize, h: usize, u1: &[f32], u2: &[f32], y0: usize, p11: &mut [f32], p12: &mut [f32], p21: &mut [f32], p22: &mut [f32]) -> ());
+crate::cpu::simd_dispatch!(
+    fn phase_b(
+        taut: f32,
+        w: usize,
+        h: usize,
+        u1: &[f32],
+        u2: &[f32],
+        y0: usize,
+        p11: &mut [f32],
+        p12: &mut [f32],
+        p21: &mut [f32],
+        p22: &mut [f32],
+    ) = phase_b_generic
+);
 
 /// `(float) hypot(x, y)` as glibc computes it: in double, rounded once to float.
 #[inline(always)]

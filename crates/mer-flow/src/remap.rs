@@ -232,54 +232,17 @@ fn warp_rows_generic(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn warp_rows_avx512(
-    a: &WarpIn<'_>,
-    y0: usize,
-    i1wx: &mut [f32],
-    i1wy: &mut [f32],
-    grad: &mut [f32],
-    rho: &mut [f32],
-) {
-    warp_rows_generic(a, y0, i1wx, i1wy, grad, rho)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn warp_rows_avx2(
-    a: &WarpIn<'_>,
-    y0: usize,
-    i1wx: &mut [f32],
-    i1wy: &mut [f32],
-    grad: &mut [f32],
-    rho: &mut [f32],
-) {
-    warp_rows_generic(a, y0, i1wx, i1wy, grad, rho)
-}
-
-/// See [`warp_rows_generic`]; dispatched on the CPU's instruction set.
-pub(crate) fn warp_rows(
-    a: &WarpIn<'_>,
-    y0: usize,
-    i1wx: &mut [f32],
-    i1wy: &mut [f32],
-    grad: &mut [f32],
-    rho: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if crate::cpu::has_avx512() {
-            // SAFETY: the CPU supports AVX-512F (checked at run time).
-            return unsafe { warp_rows_avx512(a, y0, i1wx, i1wy, grad, rho) };
-        }
-        if crate::cpu::has_avx2() {
-            // SAFETY: the CPU supports AVX2 (checked at run time).
-            return unsafe { warp_rows_avx2(a, y0, i1wx, i1wy, grad, rho) };
-        }
-    }
-    warp_rows_generic(a, y0, i1wx, i1wy, grad, rho)
-}
+crate::cpu::simd_dispatch!(
+    /// See [`warp_rows_generic`]; dispatched on the CPU's instruction set.
+    pub(crate) fn warp_rows(
+        a: &WarpIn<'_>,
+        y0: usize,
+        i1wx: &mut [f32],
+        i1wy: &mut [f32],
+        grad: &mut [f32],
+        rho: &mut [f32],
+    ) = warp_rows_generic
+);
 
 #[cfg(test)]
 mod tests {
