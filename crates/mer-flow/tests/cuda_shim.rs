@@ -190,6 +190,39 @@ fn check_step(what: &str, got: &[f32], expect: &[f32]) {
     assert!(d <= STEP_TOL, "{what}: max diff {d} > {STEP_TOL}");
 }
 
+/// The resize kernel on `nb` planes of `src` (`sw`x`sh` each) to `dw`x`dh`, with source
+/// steps `ratio` per destination pixel and the values multiplied by `mul`.
+fn shim_resize(
+    src: &[f32],
+    (sw, sh): (usize, usize),
+    (dw, dh): (usize, usize),
+    ratio: (f64, f64),
+    mul: f32,
+    nb: usize,
+) -> Vec<f32> {
+    let out = Shim.alloc(dw * dh * nb * 4).unwrap();
+    let s = up(src);
+    Shim.launch(
+        Kernel::Resize,
+        grid(dw * dh * nb),
+        256,
+        &[
+            Arg::Buf(&s),
+            Arg::I32(sw as i32),
+            Arg::I32(sh as i32),
+            Arg::Buf(&out),
+            Arg::I32(dw as i32),
+            Arg::I32(dh as i32),
+            Arg::F64(ratio.0),
+            Arg::F64(ratio.1),
+            Arg::F32(mul),
+            Arg::I32(nb as i32),
+        ],
+    )
+    .unwrap();
+    down(&out, dw * dh * nb)
+}
+
 #[test]
 fn resize_step_matches_cpu() {
     let mut r = Lcg(1);
@@ -203,28 +236,7 @@ fn resize_step_matches_cpu() {
         let nb = 3;
         let src = r.vec(sw * sh * nb, 0.0, 255.0);
         let (dw, dh) = testing::pyramid_size(sw, sh, f);
-        let out = Shim.alloc(dw * dh * nb * 4).unwrap();
-        let s = up(&src);
-        let inv = 1.0 / f;
-        Shim.launch(
-            Kernel::Resize,
-            grid(dw * dh * nb),
-            256,
-            &[
-                Arg::Buf(&s),
-                Arg::I32(sw as i32),
-                Arg::I32(sh as i32),
-                Arg::Buf(&out),
-                Arg::I32(dw as i32),
-                Arg::I32(dh as i32),
-                Arg::F64(inv),
-                Arg::F64(inv),
-                Arg::F32(1.0),
-                Arg::I32(nb as i32),
-            ],
-        )
-        .unwrap();
-        let got = down(&out, dw * dh * nb);
+        let got = shim_resize(&src, (sw, sh), (dw, dh), (1.0 / f, 1.0 / f), 1.0, nb);
         let expect: Vec<f32> = (0..nb)
             .flat_map(|b| testing::resize_by(&src[b * sw * sh..(b + 1) * sw * sh], sw, sh, f).0)
             .collect();
@@ -238,28 +250,8 @@ fn resize_step_matches_cpu() {
     ] {
         let nb = 2;
         let src = r.vec(sw * sh * nb, -3.0, 3.0);
-        let out = Shim.alloc(dw * dh * nb * 4).unwrap();
-        let s = up(&src);
         let ratio = (1.0 / (dw as f64 / sw as f64), 1.0 / (dh as f64 / sh as f64));
-        Shim.launch(
-            Kernel::Resize,
-            grid(dw * dh * nb),
-            256,
-            &[
-                Arg::Buf(&s),
-                Arg::I32(sw as i32),
-                Arg::I32(sh as i32),
-                Arg::Buf(&out),
-                Arg::I32(dw as i32),
-                Arg::I32(dh as i32),
-                Arg::F64(ratio.0),
-                Arg::F64(ratio.1),
-                Arg::F32(mul),
-                Arg::I32(nb as i32),
-            ],
-        )
-        .unwrap();
-        let got = down(&out, dw * dh * nb);
+        let got = shim_resize(&src, (sw, sh), (dw, dh), ratio, mul, nb);
         let expect: Vec<f32> = (0..nb)
             .flat_map(|b| {
                 testing::resize_to(&src[b * sw * sh..(b + 1) * sw * sh], sw, sh, dw, dh)
