@@ -5,21 +5,29 @@ use std::cmp::Ordering;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
-/// Creates the parent folders.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// A fresh temporary path beside `path` (same folder, so that a rename into place is atomic):
+/// `.NAME.tmp-PID-N`.
+pub fn temp_beside(path: &Path) -> std::path::PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let parent = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let n = COUNTER.fetch_add(1, AtomicOrdering::Relaxed);
-    let tmp = parent.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+    parent.join(format!(".{name}.tmp-{}-{n}", std::process::id()))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
+/// Creates the parent folders.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let tmp = temp_beside(path);
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

@@ -1,38 +1,19 @@
 //! Atomic file writes (temporary file in the same folder, then a rename) and JSON helpers.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{Error, Result};
 
-/// A fresh temporary path beside `path` (same folder, so that the rename is atomic).
-pub(crate) fn temp_beside(path: &Path) -> std::path::PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    parent.join(format!(".{name}.tmp-{}-{n}", std::process::id()))
-}
+/// FNV-1a, 64 bits: a stable hash for fingerprints (data lists, configurations).
+pub use mer_data::util::fnv1a64;
+pub(crate) use mer_data::util::temp_beside;
 
-/// Writes `bytes` to `path` atomically, creating the parent folders.
+/// Writes `bytes` to `path` atomically, creating the parent folders (the data crate's
+/// [`mer_data::util::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    let tmp = temp_beside(path);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    Ok(mer_data::util::write_atomic(path, bytes)?)
 }
 
 /// Renames a finished temporary file into place (the second half of an atomic write).
@@ -54,16 +35,6 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&s).map_err(|e| Error::json(path, e))
-}
-
-/// FNV-1a, 64 bits: a stable hash for fingerprints (data lists, configurations).
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]
