@@ -264,16 +264,7 @@ pub fn analyse_attention(
     let spatial = normalise(&resize_bilinear(&maps.spatial, side, side, 112, 112));
     let combined = normalise(&resize_bilinear(&maps.combined(), side, side, 112, 112));
     let out = run_dir.join("attention");
-    let stem: String = ids[chosen]
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let stem = crate::io::file_safe(&ids[chosen]);
     let figure = out.join(format!("fig5_{stem}.png"));
     heatmaps_png(
         &figure,

@@ -24,6 +24,20 @@ pub(crate) fn commit_temp(tmp: &Path, path: &Path) -> Result<()> {
     })
 }
 
+/// `s` with every character other than ASCII letters, digits, `_` and `-` replaced by `_`
+/// (a file-name-safe stem).
+pub(crate) fn file_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// Writes `value` as pretty JSON (with a final newline) atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut s = serde_json::to_string_pretty(value).map_err(|e| Error::json(path, e))?;

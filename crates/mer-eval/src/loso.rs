@@ -28,17 +28,7 @@ impl Fold {
     /// `fold-01-casme1-sub01`: a file-name-safe stem (`^` becomes `sq`).
     pub fn stem(&self) -> String {
         let d = self.dataset.replace('^', "sq");
-        let s: String = self
-            .subject
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let s = crate::io::file_safe(&self.subject);
         format!("fold-{:02}-{d}-{s}", self.number)
     }
 }
