@@ -703,36 +703,32 @@ type Planned = (
     usize,
 );
 
+/// A workbook header row from `|`-separated cells (an empty cell stays empty).
+fn header_row(cells: &str) -> Vec<Value> {
+    cells
+        .split('|')
+        .map(|s| {
+            if s.is_empty() {
+                Value::Empty
+            } else {
+                Value::from(s)
+            }
+        })
+        .collect()
+}
+
 fn plan(cfg: &SynthConfig) -> Planned {
     let mut rng = Rng::new(cfg.seed, &[0xC1A55]);
     let [n1, nsq, _] = cfg.split();
     let total = cfg.subjects * cfg.samples_per_subject;
     let classes = class_plan(total, &mut rng);
     let mut plans = Vec::new();
-    let mut c1_rows = vec![
-        "Subject|Filename||OnsetF|ApexF1|ApexF2|OffsetF||Onset|Total|AU|Emotion"
-            .split('|')
-            .map(|s| {
-                if s.is_empty() {
-                    Value::Empty
-                } else {
-                    Value::from(s)
-                }
-            })
-            .collect::<Vec<_>>(),
-    ];
-    let mut c2_rows = vec![
-        "Subject|Filename||OnsetFrame|ApexFrame|OffsetFrame||Action Units|Estimated Emotion"
-            .split('|')
-            .map(|s| {
-                if s.is_empty() {
-                    Value::Empty
-                } else {
-                    Value::from(s)
-                }
-            })
-            .collect::<Vec<_>>(),
-    ];
+    let mut c1_rows = vec![header_row(
+        "Subject|Filename||OnsetF|ApexF1|ApexF2|OffsetF||Onset|Total|AU|Emotion",
+    )];
+    let mut c2_rows = vec![header_row(
+        "Subject|Filename||OnsetFrame|ApexFrame|OffsetFrame||Action Units|Estimated Emotion",
+    )];
     let mut sq_rows: Vec<Vec<Value>> = Vec::new();
     let mut rule1: Vec<Vec<Value>> = Vec::new();
     let videos = [
