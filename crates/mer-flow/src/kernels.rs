@@ -19,8 +19,9 @@
 use crate::tvl1::{band_rows, Consts};
 use rayon::prelude::*;
 
-/// The per-warp fields read by the iteration.
-pub(crate) struct Fields<'a> {
+/// The per-warp fields read by the iteration (warped second image, its gradients, |grad|^2,
+/// the constant part of rho; public through `testing`).
+pub struct Fields<'a> {
     pub i1wx: &'a [f32],
     pub i1wy: &'a [f32],
     pub grad: &'a [f32],

@@ -72,14 +72,7 @@ pub fn median(src: &[f32], w: usize, h: usize, k: usize) -> Vec<f32> {
 }
 
 /// The per-warp fields read by the inner iteration.
-pub struct Fields<'a> {
-    pub i1wx: &'a [f32],
-    pub i1wy: &'a [f32],
-    pub grad: &'a [f32],
-    pub rho: &'a [f32],
-    pub w: usize,
-    pub h: usize,
-}
+pub use crate::kernels::Fields;
 
 /// One inner iteration (thresholding, divergence, primal update, dual update)
 /// in place; `p` holds p11, p12, p21, p22 (and p31, p32 with `u3`). Returns the
@@ -105,15 +98,7 @@ pub fn iterate(
         taut: (tau / theta) as f32,
         gamma: gamma as f32,
     };
-    let fields = kernels::Fields {
-        i1wx: f.i1wx,
-        i1wy: f.i1wy,
-        grad: f.grad,
-        rho: f.rho,
-        w: f.w,
-        h: f.h,
-    };
-    kernels::iterate(&fields, c, u1, u2, u3, p, du, scaled_eps, false)
+    kernels::iterate(f, c, u1, u2, u3, p, du, scaled_eps, false)
 }
 
 /// The thresholding of one pixel: (t1, t2, k) added to (u1, u2) (and k * gamma to u3).
