@@ -1611,23 +1611,7 @@ mod tests {
         assert_eq!(a.dims(), b.dims());
         let a = a.to_dtype(DType::F64).unwrap();
         let b = b.to_dtype(DType::F64).unwrap();
-        let d = (&a - &b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
-        let m = a
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-            .max(1e-30);
-        d / m
+        crate::abs_max(&(&a - &b).unwrap()) / crate::abs_max(&a).max(1e-30)
     }
 
     fn randn(shape: &[usize], dt: DType) -> Tensor {

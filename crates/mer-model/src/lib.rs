@@ -121,6 +121,19 @@ pub(crate) fn reference_or_skip(test: &str, file: &str) -> Option<std::path::Pat
     None
 }
 
+/// For tests: the largest absolute entry of `t`, in f64.
+#[cfg(test)]
+pub(crate) fn abs_max(t: &candle_core::Tensor) -> f64 {
+    t.to_dtype(candle_core::DType::F64)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     /// Architecture invariant: the model crate depends on neither OpenCV nor the flow or data

@@ -394,24 +394,8 @@ fn fast_kernels_equal_the_plain_candle_graph_for_every_variant() {
         let sd_plain: HashMap<String, Tensor> = net.state_dict().unwrap().into_iter().collect();
         // Relative to the largest entry, with an absolute floor: a conv bias before a
         // training-mode BatchNorm has an exactly-zero gradient, computed as rounding noise.
-        let rel = |a: &Tensor, b: &Tensor| {
-            let m = b
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
-            let d = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
-            d / (m + 1e-6)
-        };
+        let rel =
+            |a: &Tensor, b: &Tensor| crate::abs_max(&(a - b).unwrap()) / (crate::abs_max(b) + 1e-6);
         assert!(rel(&lf, &lp) < 1e-6, "{variant}: logits");
         assert!(rel(&ef, &ep) < 1e-6, "{variant}: evaluation logits");
         for (name, t) in net.named_parameters() {
