@@ -25,19 +25,9 @@ fn gpu_or_skip() -> bool {
     }
 }
 
-fn compare(what: &str, gpu: &Flow, cpu: &Flow) {
-    let epe = gpu.mean_epe(cpu).unwrap();
-    let d = gpu
-        .data()
-        .iter()
-        .zip(cpu.data())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    let mag = cpu
-        .mean_epe(&Flow::zeros(cpu.width(), cpu.height()).unwrap())
-        .unwrap();
-    println!("{what}: mean EPE(CUDA, CPU) = {epe:.3e} px, max |d| = {d:.3e} px (mean |flow| {mag:.3} px)");
-    assert!(epe <= 1e-3, "{what}: mean EPE {epe} > 1e-3");
+/// [`pairs::compare`] for this file's GPU path.
+fn compare(what: &str, gpu: &Flow, cpu: &Flow) -> f64 {
+    pairs::compare(what, "CUDA", gpu, cpu)
 }
 
 #[test]

@@ -693,15 +693,9 @@ fn error_reduction_decides_as_opencv() {
     );
 }
 
+/// [`pairs::compare`] for this file's GPU path.
 fn compare(what: &str, gpu: &Flow, cpu: &Flow) -> f64 {
-    let epe = gpu.mean_epe(cpu).unwrap();
-    let d = max_diff(gpu.data(), cpu.data());
-    let mag = cpu
-        .mean_epe(&Flow::zeros(cpu.width(), cpu.height()).unwrap())
-        .unwrap();
-    println!("{what}: mean EPE(GPU kernels, CPU) = {epe:.3e} px, max |d| = {d:.3e} px (mean |flow| {mag:.3} px)");
-    assert!(epe <= 1e-3, "{what}: mean EPE {epe} > 1e-3");
-    epe
+    pairs::compare(what, "GPU kernels", gpu, cpu)
 }
 
 #[test]

@@ -1,7 +1,7 @@
-//! Smooth textured test images for the CUDA checks (no OpenCV needed), shared by
-//! `cuda_gpu.rs` and `cuda_shim.rs`.
+//! Smooth textured test images for the CUDA checks (no OpenCV needed) and the check of a
+//! GPU flow against the CPU's, shared by `cuda_gpu.rs` and `cuda_shim.rs`.
 
-use mer_flow::GrayImage;
+use mer_flow::{Flow, GrayImage};
 
 /// A smooth textured image and the same moved by a local bump of `amp` px.
 pub fn pair(w: usize, h: usize, seed: u32, amp: f32) -> (GrayImage, GrayImage) {
@@ -24,4 +24,22 @@ pub fn pair(w: usize, h: usize, seed: u32, amp: f32) -> (GrayImage, GrayImage) {
         GrayImage::new(w, h, px.collect()).unwrap()
     };
     (img(0.0, 0.0), img(amp, -0.6 * amp))
+}
+
+/// Prints how far the flow of the GPU path (`side`: which one) is from the CPU's and asserts
+/// a mean end-point error of at most 1e-3 px; returns that error.
+pub fn compare(what: &str, side: &str, gpu: &Flow, cpu: &Flow) -> f64 {
+    let epe = gpu.mean_epe(cpu).unwrap();
+    let d = gpu
+        .data()
+        .iter()
+        .zip(cpu.data())
+        .map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() })
+        .fold(0f32, f32::max);
+    let mag = cpu
+        .mean_epe(&Flow::zeros(cpu.width(), cpu.height()).unwrap())
+        .unwrap();
+    println!("{what}: mean EPE({side}, CPU) = {epe:.3e} px, max |d| = {d:.3e} px (mean |flow| {mag:.3} px)");
+    assert!(epe <= 1e-3, "{what}: mean EPE {epe} > 1e-3");
+    epe
 }
