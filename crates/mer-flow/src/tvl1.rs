@@ -171,6 +171,33 @@ pub(crate) struct Consts {
     pub gamma: f32,
 }
 
+/// The size `(w, h)` of a pair and its optional initial flow, or the error naming the one
+/// whose size differs from `prev`'s (the CPU and CUDA paths check inputs alike).
+pub(crate) fn check_inputs(
+    i0: &GrayImage,
+    i1: &GrayImage,
+    initial: Option<&Flow>,
+) -> Result<(usize, usize)> {
+    let (w, h) = (i0.width(), i0.height());
+    let others = [
+        ("next", Some((i1.width(), i1.height()))),
+        ("initial flow", initial.map(|f| (f.width(), f.height()))),
+    ];
+    for (other, size) in others {
+        if let Some((b_w, b_h)) = size.filter(|&s| s != (w, h)) {
+            return Err(Error::SizeMismatch {
+                what: "prev",
+                a_w: w,
+                a_h: h,
+                other,
+                b_w,
+                b_h,
+            });
+        }
+    }
+    Ok((w, h))
+}
+
 impl TvL1 {
     /// A solver with the given parameters (validated).
     pub fn new(params: TvL1Params) -> Result<Self> {
@@ -240,29 +267,7 @@ impl TvL1 {
         par: bool,
     ) -> Result<()> {
         let p = &self.params;
-        let (w, h) = (i0.width(), i0.height());
-        if (i1.width(), i1.height()) != (w, h) {
-            return Err(Error::SizeMismatch {
-                what: "prev",
-                a_w: w,
-                a_h: h,
-                other: "next",
-                b_w: i1.width(),
-                b_h: i1.height(),
-            });
-        }
-        if let Some(f) = initial {
-            if (f.width(), f.height()) != (w, h) {
-                return Err(Error::SizeMismatch {
-                    what: "prev",
-                    a_w: w,
-                    a_h: h,
-                    other: "initial flow",
-                    b_w: f.width(),
-                    b_h: f.height(),
-                });
-            }
-        }
+        let (w, h) = check_inputs(i0, i1, initial)?;
         let use_gamma = p.gamma != 0.0;
         // Pyramid: each level is the previous one resized by the scale step.
         ws.sizes.clear();

@@ -273,31 +273,13 @@ impl<B: Backend> GpuTvL1<B> {
         // Group the valid pairs by size, in input order.
         let mut groups: Vec<((usize, usize), Vec<usize>)> = Vec::new();
         for (k, (a, b)) in pairs.iter().enumerate() {
-            let (w, h) = (a.width(), a.height());
-            if (b.width(), b.height()) != (w, h) {
-                out[k] = Some(Err(Error::SizeMismatch {
-                    what: "prev",
-                    a_w: w,
-                    a_h: h,
-                    other: "next",
-                    b_w: b.width(),
-                    b_h: b.height(),
-                }));
-                continue;
-            }
-            if let Some(f) = initial.map(|f| f[k]) {
-                if (f.width(), f.height()) != (w, h) {
-                    out[k] = Some(Err(Error::SizeMismatch {
-                        what: "prev",
-                        a_w: w,
-                        a_h: h,
-                        other: "initial flow",
-                        b_w: f.width(),
-                        b_h: f.height(),
-                    }));
+            let (w, h) = match crate::tvl1::check_inputs(a, b, initial.map(|f| f[k])) {
+                Ok(size) => size,
+                Err(e) => {
+                    out[k] = Some(Err(e));
                     continue;
                 }
-            }
+            };
             match groups.iter_mut().find(|(s, _)| *s == (w, h)) {
                 Some((_, v)) => v.push(k),
                 None => groups.push(((w, h), vec![k])),
