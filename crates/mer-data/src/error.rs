@@ -81,6 +81,52 @@ pub enum Error {
         /// The searched folder.
         root: PathBuf,
     },
+    /// A workbook could not be encoded.
+    #[error("writing workbook {}: {error}", path.display())]
+    WorkbookWrite {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        error: crate::workbook::WriteError,
+    },
+    /// A shared helper's file operation failed (atomic write, `.npy`); the path is in
+    /// the message.
+    #[error(transparent)]
+    File(#[from] mer_common::Error),
+    /// The optical flow of a pair failed (or its parameters are invalid).
+    #[error("{context}: {error}")]
+    Flow {
+        /// Which pair, or "TV-L1 parameters".
+        context: String,
+        /// The flow crate's error.
+        #[source]
+        error: mer_flow::Error,
+    },
+    /// A JSON file could not be encoded or decoded.
+    #[error("{}: {error}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// serde_json's error.
+        #[source]
+        error: serde_json::Error,
+    },
+    /// A folder in the reference's combined layout has no sample list beside it.
+    #[error("combined layout in {}: no sample list (combined_3class.csv beside it or in ../reference/); pass one", dir.display())]
+    NoSampleList {
+        /// The `*_cropped` folders' parent.
+        dir: PathBuf,
+    },
+    /// An output folder holds something other than what the command would write there
+    /// (nothing is deleted).
+    #[error("{}: {message}", path.display())]
+    Destination {
+        /// The folder.
+        path: PathBuf,
+        /// What is there and what to do.
+        message: String,
+    },
     /// An argument is out of range.
     #[error("invalid argument: {0}")]
     Invalid(String),

@@ -13,8 +13,9 @@
 use crate::index::{index_root, IndexOptions, IndexedSample};
 use crate::list::{read_list, SampleKey, SampleMeta};
 use crate::preprocess::{crop, load_gray, read_color, to_gray, FaceCropper, FEATURE_SIZE};
-use crate::util::{fnv1a64, write_atomic};
 use crate::{Error, Result};
+use mer_common::fs::write_atomic;
+use mer_common::hash::fnv1a64;
 use mer_flow::strain::{optical_strain, StrainFormula};
 use mer_flow::{GrayImage, TvL1, TvL1Params};
 use opencv::core::MatTraitConst;
@@ -198,12 +199,9 @@ pub fn compute_features(
             (c0, c1)
         }
     };
-    let flow_err = |e: mer_flow::Error| {
-        Error::Invalid(format!(
-            "flow of {} -> {}: {e}",
-            onset.display(),
-            apex.display()
-        ))
+    let flow_err = |error: mer_flow::Error| Error::Flow {
+        context: format!("flow of {} -> {}", onset.display(), apex.display()),
+        error,
     };
     let i0 = GrayImage::from_u8(s, s, &g0).map_err(flow_err)?;
     let i1 = GrayImage::from_u8(s, s, &g1).map_err(flow_err)?;
@@ -397,7 +395,7 @@ impl FeatureCache {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let bytes = safetensors::serialize(tensors, Some(md)).map_err(err)?;
-        write_atomic(&path, &bytes)
+        Ok(write_atomic(&path, &bytes)?)
     }
 
     /// Computes (in parallel, with a progress bar) every sample whose file is missing,
@@ -432,8 +430,10 @@ impl FeatureCache {
         if todo.is_empty() {
             return Ok(report);
         }
-        let tvl1 = TvL1::new(self.cfg.tvl1.clone())
-            .map_err(|e| Error::Invalid(format!("TV-L1 parameters: {e}")))?;
+        let tvl1 = TvL1::new(self.cfg.tvl1.clone()).map_err(|error| Error::Flow {
+            context: "TV-L1 parameters".into(),
+            error,
+        })?;
         if let Some(c) = &self.cfg.face_crop {
             FaceCropper::new(c)?; // fail early on a bad cascade
         }
@@ -497,7 +497,7 @@ impl FeatureCache {
                     message: format!("not in the feature cache {}", self.dir.display()),
                 })?;
                 f.write_input(kind, chunk);
-                Ok(())
+                Ok::<(), Error>(())
             })?;
         Ok(out)
     }

@@ -857,12 +857,9 @@ pub fn index_root(root: &Path, opts: &IndexOptions) -> Result<Index> {
     for dir in &found.combined {
         let list = match &opts.combined_list {
             Some(l) => l.clone(),
-            None => find_combined_list(dir).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "combined layout in {}: no sample list (combined_3class.csv beside it or in ../reference/); pass one",
-                    dir.display()
-                ))
-            })?,
+            None => {
+                find_combined_list(dir).ok_or_else(|| Error::NoSampleList { dir: dir.clone() })?
+            }
         };
         idx.merge(index_combined(dir, &list)?);
     }

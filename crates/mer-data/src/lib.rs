@@ -57,7 +57,6 @@ mod sheet;
 pub mod synth;
 #[cfg(test)]
 mod testutil;
-pub mod util;
 pub mod workbook;
 
 pub use error::{Error, Result};

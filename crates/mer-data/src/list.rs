@@ -1,8 +1,9 @@
 //! Sample lists: the reference's `Dataset,Subject,Sample,Onset,Apex,Class` CSV,
 //! dropped-sample reports, counts and list comparison.
 
-use crate::util::{natural_cmp, write_atomic};
 use crate::{Error, Result};
+use mer_common::fs::write_atomic;
+use mer_common::names::natural_cmp;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -239,32 +240,6 @@ pub fn format_drop_summary(dropped: &[Dropped]) -> String {
         .collect()
 }
 
-/// Splits one CSV line into fields (RFC 4180 quotes supported).
-pub(crate) fn split_csv_line(line: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            (true, '"') => quoted = false,
-            (true, c) => cur.push(c),
-            (false, '"') if cur.is_empty() => quoted = true,
-            (false, ',') => out.push(std::mem::take(&mut cur)),
-            (false, c) => cur.push(c),
-        }
-    }
-    if quoted {
-        return Err("unterminated quoted field".into());
-    }
-    out.push(cur);
-    Ok(out)
-}
-
 pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
@@ -278,33 +253,15 @@ pub(crate) fn csv_field(s: &str) -> String {
 /// The header must be `Dataset,Subject,Sample,Onset,Apex,Class` (a UTF-8 BOM and blank
 /// lines are tolerated).
 pub fn parse_list(text: &str, path: &Path) -> Result<Vec<SampleMeta>> {
-    let err = |line: usize, message: String| Error::Csv {
+    let err = |line: u64, message: String| Error::Csv {
         path: path.to_path_buf(),
-        line,
+        line: line as usize,
         message,
     };
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
-    let (_, header) = lines
-        .next()
-        .ok_or_else(|| err(1, "empty file: no header".into()))?;
-    let header = header.trim_start_matches('\u{feff}');
-    let cols: Vec<String> = split_csv_line(header).map_err(|m| err(1, m))?;
-    let expected: Vec<&str> = LIST_HEADER.split(',').collect();
-    if cols.iter().map(|c| c.trim()).ne(expected.iter().copied()) {
-        return Err(err(1, format!("header `{header}` is not `{LIST_HEADER}`")));
-    }
+    let header: Vec<&str> = LIST_HEADER.split(',').collect();
     let mut out = Vec::new();
-    for (n, line) in lines {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f = split_csv_line(line).map_err(|m| err(n, m))?;
-        if f.len() != 6 {
-            return Err(err(n, format!("{} fields, expected 6", f.len())));
-        }
+    for row in mer_common::csv::read_table(text, path, &header)? {
+        let (n, f) = (row.line, row.fields);
         let dataset = Dataset::from_name(&f[0]).ok_or_else(|| {
             err(
                 n,
@@ -364,7 +321,7 @@ pub fn format_list(samples: &[SampleMeta]) -> String {
 
 /// Writes a sample list CSV atomically.
 pub fn write_list(path: &Path, samples: &[SampleMeta]) -> Result<()> {
-    write_atomic(path, format_list(samples).as_bytes())
+    Ok(write_atomic(path, format_list(samples).as_bytes())?)
 }
 
 /// Writes a dropped-sample report (`Dataset,Subject,Sample,Reason`) atomically.
@@ -379,7 +336,7 @@ pub fn write_dropped(path: &Path, dropped: &[Dropped]) -> Result<()> {
             csv_field(&d.reason)
         ));
     }
-    write_atomic(path, s.as_bytes())
+    Ok(write_atomic(path, s.as_bytes())?)
 }
 
 /// Counts per dataset and class (`[negative, positive, surprise]`).
@@ -621,7 +578,7 @@ mod tests {
         );
         check_err(
             "Dataset,Subject,Sample,Onset,Apex,Class\ncasme2,sub01,EP,1\n",
-            "l.csv, line 2: 4 fields, expected 6",
+            "l.csv, line 2: 4 fields, expected 6 (Dataset,Subject,Sample,Onset,Apex,Class)",
         );
         check_err(
             "Dataset,Subject,Sample,Onset,Apex,Class\ncasme2,sub01,EP,1,2,others\n",
@@ -683,11 +640,20 @@ mod tests {
     }
 
     #[test]
-    fn quoted_fields() {
+    fn quoted_fields_and_a_byte_order_mark() {
+        let text = "\u{feff}Dataset,Subject,Sample,Onset,Apex,Class\r\ncasme2,\"sub,01\",\"E\"\"P\",1,2,negative\r\n";
+        let v = parse_list(text, Path::new("q.csv")).unwrap();
         assert_eq!(
-            split_csv_line(r#"a,"b,c","d""e""#).unwrap(),
-            ["a", "b,c", "d\"e"]
+            (v[0].subject.as_str(), v[0].sample.as_str()),
+            ("sub,01", "E\"P")
         );
-        assert!(split_csv_line("\"a").is_err());
+        assert_eq!(parse_list(&format_list(&v), Path::new("q.csv")).unwrap(), v);
+        let e = parse_list(
+            "Dataset,Subject,Sample,Onset,Apex,Class\ncasme2,\"a",
+            Path::new("q.csv"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("q.csv, line 2"), "{e}");
     }
 }

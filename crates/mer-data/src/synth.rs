@@ -15,7 +15,15 @@
 //! expected 3-class list is written to [`SYNTH_LIST`]. Deterministic for a seed.
 
 use crate::list::{write_list, Class, Dataset, SampleMeta};
-use crate::util::{write_atomic, Rng};
+use mer_common::fs::write_atomic;
+use mer_common::rng::{Seeding, SplitMix64};
+
+/// The synthetic database's generator: SplitMix64 under the data key schedule.
+type Rng = SplitMix64;
+
+fn rng(seed: u64, stream: &[u64]) -> Rng {
+    SplitMix64::new(Seeding::DATA, seed, stream)
+}
 use crate::workbook::{write_xls, write_xlsx, SheetData, Value};
 use crate::{Error, Result};
 use opencv::core::{Mat, Vec3b, Vector, VectorToVec};
@@ -568,7 +576,7 @@ fn make_motion(face: &Face, class: Class, cfg: &SynthConfig, rng: &mut Rng) -> (
         .collect();
     let mut blink = vec![0.0; n];
     if rng.chance(0.25) {
-        let at = rng.below(1, n);
+        let at = rng.int_in(1, n);
         let depth = rng.range(0.5, 1.0) as f32;
         blink[at] = depth;
         if at + 1 < n {
@@ -592,7 +600,7 @@ fn make_motion(face: &Face, class: Class, cfg: &SynthConfig, rng: &mut Rng) -> (
 
 /// Renders frame `i` of a sample as BGR bytes.
 fn render(face: &Face, m: &Motion, i: usize, size: usize, noise_seed: u64) -> Vec<u8> {
-    let mut rng = Rng::new(noise_seed, &[i as u64]);
+    let mut rng = rng(noise_seed, &[i as u64]);
     let (tx, ty, rot) = m.head[i];
     let (cr, sr) = (rot.cos(), rot.sin());
     let (gain, grad) = m.light[i];
@@ -672,7 +680,7 @@ fn class_plan(total: usize, rng: &mut Rng) -> Vec<Class> {
         .chain(std::iter::repeat_n(Class::Surprise, sur))
         .collect();
     for i in (1..v.len()).rev() {
-        let j = rng.below(0, i + 1);
+        let j = rng.int_in(0, i + 1);
         v.swap(i, j);
     }
     v.truncate(total);
@@ -718,7 +726,7 @@ fn header_row(cells: &str) -> Vec<Value> {
 }
 
 fn plan(cfg: &SynthConfig) -> Planned {
-    let mut rng = Rng::new(cfg.seed, &[0xC1A55]);
+    let mut rng = rng(cfg.seed, &[0xC1A55]);
     let [n1, nsq, _] = cfg.split();
     let total = cfg.subjects * cfg.samples_per_subject;
     let classes = class_plan(total, &mut rng);
@@ -768,15 +776,15 @@ fn plan(cfg: &SynthConfig) -> Planned {
         for _ in 0..cfg.samples_per_subject {
             let class = classes[k];
             let onset = match dataset {
-                Dataset::Casme1 => rng.below(10, 300) as u32,
-                Dataset::Casme2 => rng.below(1, 200) as u32,
-                Dataset::CasMeSquared => rng.below(100, 3500) as u32,
+                Dataset::Casme1 => rng.int_in(10, 300) as u32,
+                Dataset::Casme2 => rng.int_in(1, 200) as u32,
+                Dataset::CasMeSquared => rng.int_in(100, 3500) as u32,
             };
             let apex = onset + apex_off;
             let (subject, sample, dir, prefix, emotion) = match dataset {
                 Dataset::Casme1 => {
                     let name = loop {
-                        let n = format!("EP{:02}_{}", rng.below(1, 20), rng.below(1, 12));
+                        let n = format!("EP{:02}_{}", rng.int_in(1, 20), rng.int_in(1, 12));
                         if used.insert(n.clone()) {
                             break n;
                         }
@@ -785,7 +793,7 @@ fn plan(cfg: &SynthConfig) -> Planned {
                     let emo = match class {
                         Class::Positive => "happiness".to_string(),
                         Class::Surprise => "surprise".into(),
-                        Class::Negative => NEG_CASME1[rng.below(0, NEG_CASME1.len())].into(),
+                        Class::Negative => NEG_CASME1[rng.int_in(0, NEG_CASME1.len())].into(),
                     };
                     (
                         sub.clone(),
@@ -797,7 +805,7 @@ fn plan(cfg: &SynthConfig) -> Planned {
                 }
                 Dataset::Casme2 => {
                     let name = loop {
-                        let mut n = format!("EP{:02}_{:02}", rng.below(1, 20), rng.below(1, 8));
+                        let mut n = format!("EP{:02}_{:02}", rng.int_in(1, 20), rng.int_in(1, 8));
                         if rng.chance(0.7) {
                             n.push('f');
                         }
@@ -809,7 +817,7 @@ fn plan(cfg: &SynthConfig) -> Planned {
                     let emo = match class {
                         Class::Positive => "happiness".to_string(),
                         Class::Surprise => "surprise".into(),
-                        Class::Negative => NEG_CASME2[rng.below(0, NEG_CASME2.len())].into(),
+                        Class::Negative => NEG_CASME2[rng.int_in(0, NEG_CASME2.len())].into(),
                     };
                     (
                         sub.clone(),
@@ -823,8 +831,8 @@ fn plan(cfg: &SynthConfig) -> Planned {
                     let name = loop {
                         let n = format!(
                             "{}_{}",
-                            videos[rng.below(0, videos.len())],
-                            rng.below(1, 15)
+                            videos[rng.int_in(0, videos.len())],
+                            rng.int_in(1, 15)
                         );
                         if used.insert(n.clone()) {
                             break n;
@@ -977,10 +985,10 @@ pub fn synthesize(out: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
             .next()
             .is_none();
         if !empty {
-            return Err(Error::Invalid(format!(
-                "{} exists and is not empty",
-                out.display()
-            )));
+            return Err(Error::Destination {
+                path: out.to_path_buf(),
+                message: "exists and is not empty".into(),
+            });
         }
         std::fs::remove_dir(out).map_err(|e| Error::io(out, e))?;
     }
@@ -994,8 +1002,12 @@ pub fn synthesize(out: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let report = write_database(&tmp, cfg)?;
-    let marker = serde_json::to_vec_pretty(&report).map_err(|e| Error::Invalid(e.to_string()))?;
-    write_atomic(&tmp.join(SYNTH_MARKER), &marker)?;
+    let marker_path = tmp.join(SYNTH_MARKER);
+    let marker = serde_json::to_vec_pretty(&report).map_err(|error| Error::Json {
+        path: marker_path.clone(),
+        error,
+    })?;
+    write_atomic(&marker_path, &marker)?;
     std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
     Ok(report)
 }
@@ -1003,7 +1015,7 @@ pub fn synthesize(out: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
 fn write_database(root: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
     let (mut plans, mut c1, mut c2, mut sq, extra) = plan(cfg);
     let faces: Vec<Face> = (0..cfg.subjects)
-        .map(|s| Face::new(&mut Rng::new(cfg.seed, &[0xFACE, s as u64]), cfg.size))
+        .map(|s| Face::new(&mut rng(cfg.seed, &[0xFACE, s as u64]), cfg.size))
         .collect();
     let pb = indicatif::ProgressBar::new(plans.len() as u64).with_message("synthesising");
     pb.set_style(
@@ -1014,7 +1026,7 @@ fn write_database(root: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
     let aus: Vec<String> = plans
         .par_iter()
         .map(|p| -> Result<String> {
-            let mut rng = Rng::new(cfg.seed, &[0x5A3F, p.index as u64]);
+            let mut rng = rng(cfg.seed, &[0x5A3F, p.index as u64]);
             let face = &faces[p.face];
             let (motion, aus) = make_motion(face, p.meta.class, cfg, &mut rng);
             let dir = root.join(&p.dir);
@@ -1128,12 +1140,13 @@ pub fn ensure_synth(path: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
         if r.config == *cfg && r.version == SYNTH_VERSION {
             return Ok(r);
         }
-        return Err(Error::Invalid(format!(
-            "{} holds a synthetic database of another configuration or version ({:?}, version {}); remove it or pick another path",
-            path.display(),
-            r.config,
-            r.version
-        )));
+        return Err(Error::Destination {
+            path: path.to_path_buf(),
+            message: format!(
+                "holds a synthetic database of another configuration or version ({:?}, version {}); remove it or pick another path",
+                r.config, r.version
+            ),
+        });
     }
     if path.exists()
         && std::fs::read_dir(path)
@@ -1141,10 +1154,10 @@ pub fn ensure_synth(path: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
             .next()
             .is_some()
     {
-        return Err(Error::Invalid(format!(
-            "{} exists but is not a complete synthetic database (no {SYNTH_MARKER})",
-            path.display()
-        )));
+        return Err(Error::Destination {
+            path: path.to_path_buf(),
+            message: format!("exists but is not a complete synthetic database (no {SYNTH_MARKER})"),
+        });
     }
     tracing::info!(path = %path.display(), "generating the synthetic database");
     synthesize(path, cfg)

@@ -1,10 +1,10 @@
-//! Minimal spreadsheet writers for the synthetic database's annotation files and the
-//! tests' fixtures: `.xlsx` (OOXML parts in a zip, shared strings) and `.xls` (BIFF8
-//! records in an OLE2 compound file). Only values: no styles, formulas or formats.
-//! calamine reads both back.
+//! Spreadsheet writers for the synthetic database's annotation files and the tests:
+//! `.xlsx` through rust_xlsxwriter, and `.xls` as BIFF8 records in an OLE2 compound file
+//! (written here: no maintained crate writes BIFF8; the tests read it back with calamine
+//! and with Python's xlrd). Only values: no styles, formulas or formats.
 
-use crate::util::write_atomic;
 use crate::{Error, Result};
+use mer_common::fs::write_atomic;
 use std::io::{Cursor, Write};
 use std::path::Path;
 
@@ -54,121 +54,61 @@ pub struct SheetData {
     pub rows: Vec<Vec<Value>>,
 }
 
-fn xml_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            c => o.push(c),
-        }
-    }
-    o
+/// Why a workbook could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// No sheets to write.
+    #[error("a workbook needs at least one sheet")]
+    NoSheets,
+    /// A sheet name that the format cannot hold.
+    #[error("sheet name `{0}` must have 1 to 31 characters")]
+    SheetName(String),
+    /// A sheet beyond the `.xls` limits.
+    #[error("sheet `{0}` exceeds the .xls limits (65536 rows, 256 columns)")]
+    TooLarge(String),
+    /// A text cell longer than one BIFF8 LABEL record holds.
+    #[error("text cell too long for a LABEL record in sheet `{0}`")]
+    TextTooLong(String),
+    /// rust_xlsxwriter refused the workbook.
+    #[error("xlsx: {0}")]
+    Xlsx(#[from] rust_xlsxwriter::XlsxError),
+    /// Building the `.xls` compound file failed.
+    #[error("xls compound file: {0}")]
+    Cfb(#[from] std::io::Error),
 }
 
-fn col_name(mut c: usize) -> String {
-    let mut s = Vec::new();
-    loop {
-        s.push(b'A' + (c % 26) as u8);
-        if c < 26 {
-            break;
-        }
-        c = c / 26 - 1;
+/// The bytes of an `.xlsx` workbook holding `sheets`, written by rust_xlsxwriter: numbers
+/// as numbers, text as shared strings, empty cells absent. Deterministic: the document's
+/// creation time is fixed (2000-01-01), and rust_xlsxwriter stamps the zip entries with a
+/// fixed date, so the same sheets give the same bytes.
+pub fn xlsx_bytes(sheets: &[SheetData]) -> Result<Vec<u8>, WriteError> {
+    use rust_xlsxwriter::{DocProperties, ExcelDateTime, Workbook};
+    if sheets.is_empty() {
+        return Err(WriteError::NoSheets);
     }
-    s.reverse();
-    String::from_utf8(s).expect("ASCII")
-}
-
-/// The bytes of an `.xlsx` workbook holding `sheets`.
-pub fn xlsx_bytes(sheets: &[SheetData]) -> Result<Vec<u8>> {
-    const HEAD: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>"#;
-    const MAIN: &str = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
-    const REL: &str = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
-    const PKG_REL: &str = "http://schemas.openxmlformats.org/package/2006/relationships";
-    let mut strings: Vec<String> = Vec::new();
-    let mut index = std::collections::HashMap::new();
-    let mut sheet_xml = Vec::new();
+    let mut wb = Workbook::new();
+    wb.set_properties(
+        &DocProperties::new().set_creation_datetime(&ExcelDateTime::from_ymd(2000, 1, 1)?),
+    );
     for sh in sheets {
-        let mut x = format!(r#"{HEAD}<worksheet xmlns="{MAIN}"><sheetData>"#);
+        let ws = wb.add_worksheet();
+        ws.set_name(&sh.name)?;
         for (r, row) in sh.rows.iter().enumerate() {
-            x.push_str(&format!(r#"<row r="{}">"#, r + 1));
             for (c, v) in row.iter().enumerate() {
-                let at = format!("{}{}", col_name(c), r + 1);
+                let (r, c) = (r as u32, c as u16);
                 match v {
                     Value::Empty => {}
-                    Value::Number(n) => x.push_str(&format!(r#"<c r="{at}"><v>{n}</v></c>"#)),
-                    Value::Text(s) => {
-                        let i = *index.entry(s.clone()).or_insert_with(|| {
-                            strings.push(s.clone());
-                            strings.len() - 1
-                        });
-                        x.push_str(&format!(r#"<c r="{at}" t="s"><v>{i}</v></c>"#));
+                    Value::Number(x) => {
+                        ws.write_number(r, c, *x)?;
+                    }
+                    Value::Text(t) => {
+                        ws.write_string(r, c, t)?;
                     }
                 }
             }
-            x.push_str("</row>");
         }
-        x.push_str("</sheetData></worksheet>");
-        sheet_xml.push(x);
     }
-    let mut types = format!(
-        r#"{HEAD}<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/>"#
-    );
-    let mut wb = format!(r#"{HEAD}<workbook xmlns="{MAIN}" xmlns:r="{REL}"><sheets>"#);
-    let mut rels = format!(r#"{HEAD}<Relationships xmlns="{PKG_REL}">"#);
-    for (i, sh) in sheets.iter().enumerate() {
-        let n = i + 1;
-        types.push_str(&format!(r#"<Override PartName="/xl/worksheets/sheet{n}.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>"#));
-        wb.push_str(&format!(
-            r#"<sheet name="{}" sheetId="{n}" r:id="rId{n}"/>"#,
-            xml_escape(&sh.name)
-        ));
-        rels.push_str(&format!(
-            r#"<Relationship Id="rId{n}" Type="{REL}/worksheet" Target="worksheets/sheet{n}.xml"/>"#
-        ));
-    }
-    types.push_str("</Types>");
-    wb.push_str("</sheets></workbook>");
-    rels.push_str(&format!(
-        r#"<Relationship Id="rId{}" Type="{REL}/sharedStrings" Target="sharedStrings.xml"/></Relationships>"#,
-        sheets.len() + 1
-    ));
-    let mut sst = format!(
-        r#"{HEAD}<sst xmlns="{MAIN}" count="{0}" uniqueCount="{0}">"#,
-        strings.len()
-    );
-    for s in &strings {
-        sst.push_str(&format!(
-            r#"<si><t xml:space="preserve">{}</t></si>"#,
-            xml_escape(s)
-        ));
-    }
-    sst.push_str("</sst>");
-    let root_rels = format!(
-        r#"{HEAD}<Relationships xmlns="{PKG_REL}"><Relationship Id="rId1" Type="{REL}/officeDocument" Target="xl/workbook.xml"/></Relationships>"#
-    );
-
-    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    let mut parts: Vec<(String, String)> = vec![
-        ("[Content_Types].xml".into(), types),
-        ("_rels/.rels".into(), root_rels),
-        ("xl/workbook.xml".into(), wb),
-        ("xl/_rels/workbook.xml.rels".into(), rels),
-        ("xl/sharedStrings.xml".into(), sst),
-    ];
-    for (i, x) in sheet_xml.into_iter().enumerate() {
-        parts.push((format!("xl/worksheets/sheet{}.xml", i + 1), x));
-    }
-    let zerr = |e: &dyn std::fmt::Display| Error::Invalid(format!("writing xlsx zip: {e}"));
-    for (name, body) in parts {
-        zip.start_file(name, opts).map_err(|e| zerr(&e))?;
-        zip.write_all(body.as_bytes()).map_err(|e| zerr(&e))?;
-    }
-    Ok(zip.finish().map_err(|e| zerr(&e))?.into_inner())
+    Ok(wb.save_to_buffer()?)
 }
 
 fn record(out: &mut Vec<u8>, typ: u16, data: &[u8]) {
@@ -195,17 +135,14 @@ fn bof(dt: u16) -> Vec<u8> {
 
 /// The BIFF8 `Workbook` stream of `sheets` (BOF, CODEPAGE, BOUNDSHEET, EOF; then per sheet
 /// BOF, DIMENSIONS, RK/NUMBER/LABEL cells, EOF).
-pub fn biff8_stream(sheets: &[SheetData]) -> Result<Vec<u8>> {
+pub fn biff8_stream(sheets: &[SheetData]) -> Result<Vec<u8>, WriteError> {
     if sheets.is_empty() {
-        return Err(Error::Invalid("a workbook needs at least one sheet".into()));
+        return Err(WriteError::NoSheets);
     }
     let mut bodies = Vec::new();
     for sh in sheets {
         if sh.rows.len() > 65_536 || sh.rows.iter().any(|r| r.len() > 256) {
-            return Err(Error::Invalid(format!(
-                "sheet `{}` exceeds the .xls limits (65536 rows, 256 columns)",
-                sh.name
-            )));
+            return Err(WriteError::TooLarge(sh.name.clone()));
         }
         let mut b = Vec::new();
         record(&mut b, 0x0809, &bof(0x0010));
@@ -237,10 +174,7 @@ pub fn biff8_stream(sheets: &[SheetData]) -> Result<Vec<u8>> {
                     Value::Text(s) => {
                         let n = s.encode_utf16().count();
                         if n > 4000 {
-                            return Err(Error::Invalid(format!(
-                                "text cell too long for a LABEL record in sheet `{}`",
-                                sh.name
-                            )));
+                            return Err(WriteError::TextTooLong(sh.name.clone()));
                         }
                         d.extend_from_slice(&(n as u16).to_le_bytes());
                         d.push(1); // fHighByte: UTF-16LE
@@ -262,10 +196,7 @@ pub fn biff8_stream(sheets: &[SheetData]) -> Result<Vec<u8>> {
     for (sh, body) in sheets.iter().zip(&bodies) {
         let name = sh.name.encode_utf16().count();
         if name == 0 || name > 31 {
-            return Err(Error::Invalid(format!(
-                "sheet name `{}` must have 1 to 31 characters",
-                sh.name
-            )));
+            return Err(WriteError::SheetName(sh.name.clone()));
         }
         let mut d = Vec::new();
         d.extend_from_slice(&(pos as u32).to_le_bytes());
@@ -286,28 +217,34 @@ pub fn biff8_stream(sheets: &[SheetData]) -> Result<Vec<u8>> {
 }
 
 /// The bytes of an `.xls` workbook (BIFF8 in a version-3 compound file) holding `sheets`.
-pub fn xls_bytes(sheets: &[SheetData]) -> Result<Vec<u8>> {
+pub fn xls_bytes(sheets: &[SheetData]) -> Result<Vec<u8>, WriteError> {
     let stream = biff8_stream(sheets)?;
-    let cerr = |e: std::io::Error| Error::Invalid(format!("writing the xls compound file: {e}"));
-    let mut cf = cfb::CompoundFile::create_with_version(cfb::Version::V3, Cursor::new(Vec::new()))
-        .map_err(cerr)?;
+    let mut cf = cfb::CompoundFile::create_with_version(cfb::Version::V3, Cursor::new(Vec::new()))?;
     {
-        let mut s = cf.create_stream("/Workbook").map_err(cerr)?;
-        s.write_all(&stream).map_err(cerr)?;
-        s.flush().map_err(cerr)?;
+        let mut s = cf.create_stream("/Workbook")?;
+        s.write_all(&stream)?;
+        s.flush()?;
     }
-    cf.flush().map_err(cerr)?;
+    cf.flush()?;
     Ok(cf.into_inner().into_inner())
+}
+
+fn write_with(path: &Path, encode: impl FnOnce() -> Result<Vec<u8>, WriteError>) -> Result<()> {
+    let bytes = encode().map_err(|error| Error::WorkbookWrite {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    Ok(write_atomic(path, &bytes)?)
 }
 
 /// Writes an `.xlsx` workbook atomically.
 pub fn write_xlsx(path: &Path, sheets: &[SheetData]) -> Result<()> {
-    write_atomic(path, &xlsx_bytes(sheets)?)
+    write_with(path, || xlsx_bytes(sheets))
 }
 
 /// Writes an `.xls` (BIFF8) workbook atomically.
 pub fn write_xls(path: &Path, sheets: &[SheetData]) -> Result<()> {
-    write_atomic(path, &xls_bytes(sheets)?)
+    write_with(path, || xls_bytes(sheets))
 }
 
 #[cfg(test)]
@@ -380,10 +317,10 @@ mod tests {
     }
 
     #[test]
-    fn column_names() {
-        assert_eq!(col_name(0), "A");
-        assert_eq!(col_name(25), "Z");
-        assert_eq!(col_name(26), "AA");
-        assert_eq!(col_name(27), "AB");
+    fn xlsx_is_deterministic() {
+        assert_eq!(
+            xlsx_bytes(&sample_sheets()).unwrap(),
+            xlsx_bytes(&sample_sheets()).unwrap()
+        );
     }
 }

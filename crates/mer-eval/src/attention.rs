@@ -110,7 +110,7 @@ impl SampleMaps {
 pub fn attention_maps(model: &OffTaNet, x: &Tensor) -> Result<Vec<SampleMaps>> {
     let (_, taps) = model.forward_with_taps(x)?;
     let missing = || {
-        Error::Invalid(format!(
+        Error::NoAttention(format!(
             "variant `{}` has no spatial and self-attention in its last block",
             model.config().variant
         ))
@@ -119,7 +119,7 @@ pub fn attention_maps(model: &OffTaNet, x: &Tensor) -> Result<Vec<SampleMaps>> {
     let sam = taps.self_attention_maps.ok_or_else(missing)?;
     let (n, c, h, w) = sam.dims4()?;
     if spa.dims() != [n, 1, h, w] || h != w {
-        return Err(Error::Invalid(format!(
+        return Err(Error::NoAttention(format!(
             "unexpected attention shapes {:?} and {:?}",
             spa.dims(),
             sam.dims()
@@ -242,7 +242,7 @@ pub fn analyse_attention(
     for f in &folds {
         let (_, weights) = fold_paths(run_dir, experiment, f);
         if !weights.exists() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Incomplete(format!(
                 "{}: no saved model; finish the run first",
                 weights.display()
             )));

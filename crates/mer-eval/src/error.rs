@@ -16,12 +16,47 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A JSON file could not be parsed or written.
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {source}", path.display())]
     Json {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
-        message: String,
+        /// serde_json's error.
+        source: serde_json::Error,
+    },
+    /// A shared helper's file operation failed (atomic write, `.npy`); the path is in
+    /// the message.
+    #[error(transparent)]
+    File(#[from] mer_common::Error),
+    /// Training or saving one fold failed.
+    #[error("experiment {experiment} fold {fold} ({subject}): {source}")]
+    Fold {
+        /// The experiment's name.
+        experiment: String,
+        /// The fold's number (1-based).
+        fold: usize,
+        /// The left-out subject.
+        subject: String,
+        /// What went wrong.
+        source: Box<Error>,
+    },
+    /// A thread pool could not be built.
+    #[error("thread pool: {0}")]
+    ThreadPool(#[from] rayon::ThreadPoolBuildError),
+    /// A run folder lacks what the command needs (a fold's model, an observation epoch).
+    #[error("{0}")]
+    Incomplete(String),
+    /// The model has no attention maps to analyse.
+    #[error("{0}")]
+    NoAttention(String),
+    /// Too few subjects for leave-one-subject-out.
+    #[error("{}: {samples} samples of {subjects} subject(s); LOSO needs at least 2 subjects", root.display())]
+    TooFewSubjects {
+        /// The data root.
+        root: PathBuf,
+        /// Samples found.
+        samples: usize,
+        /// Subjects found.
+        subjects: usize,
     },
     /// An experiments file is malformed or inconsistent.
     #[error("experiments file {}: {message}", path.display())]
@@ -84,10 +119,10 @@ impl Error {
             source,
         }
     }
-    pub(crate) fn json(path: impl AsRef<Path>, message: impl ToString) -> Self {
+    pub(crate) fn json(path: impl AsRef<Path>, source: serde_json::Error) -> Self {
         Error::Json {
             path: path.as_ref().to_path_buf(),
-            message: message.to_string(),
+            source,
         }
     }
     pub(crate) fn plot(path: impl AsRef<Path>, message: impl ToString) -> Self {

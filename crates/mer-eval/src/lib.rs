@@ -54,7 +54,6 @@ pub mod metrics;
 pub mod plot;
 pub mod protocol;
 pub mod report;
-pub mod rng;
 pub mod runner;
 pub mod train;
 

@@ -285,34 +285,14 @@ pub fn parse_predictions(text: &str, path: &Path) -> Result<PredictionsFile> {
         line,
         message,
     };
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
-    let (_, header) = lines
-        .next()
-        .ok_or_else(|| err(1, "empty file: no header".into()))?;
-    let header = header.trim_start_matches('\u{feff}');
-    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
-    if cols != PREDICTIONS_HEADER.split(',').collect::<Vec<_>>() {
-        return Err(err(
-            1,
-            format!("header `{header}` is not `{PREDICTIONS_HEADER}`"),
-        ));
-    }
+    let header: Vec<&str> = PREDICTIONS_HEADER.split(',').collect();
     let mut rows = Vec::new();
-    for (n, line) in lines {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        if f.len() != 3 {
-            return Err(err(n, format!("{} fields, expected 3", f.len())));
-        }
+    for row in mer_common::csv::read_table(text, path, &header)? {
+        let f = row.fields;
         if f.iter().any(|s| s.is_empty()) {
-            return Err(err(n, "empty field".into()));
+            return Err(err(row.line as usize, "empty field".into()));
         }
-        rows.push((FoldLabel::parse(f[0]), f[1].to_string(), f[2].to_string()));
+        rows.push((FoldLabel::parse(&f[0]), f[1].clone(), f[2].clone()));
     }
     if rows.is_empty() {
         return Err(err(1, "no predictions after the header".into()));

@@ -3,7 +3,7 @@
 //! Sans font (`assets/DejaVuSans.ttf`, Bitstream Vera license, see
 //! `assets/LICENSE-DejaVu.txt`), so plots render on machines without system fonts.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Once;
 
 use plotters::coord::Shift;
@@ -24,12 +24,6 @@ fn ensure_font() {
     });
 }
 
-/// A temporary PNG path beside `path` (the bitmap encoder picks the format by extension).
-fn temp_png(path: &Path) -> PathBuf {
-    let t = crate::io::temp_beside(path);
-    PathBuf::from(format!("{}.png", t.display()))
-}
-
 /// Draws into a `w` x `h` PNG written atomically to `path`.
 fn render(
     path: &Path,
@@ -37,17 +31,13 @@ fn render(
     draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> std::result::Result<(), String>,
 ) -> Result<()> {
     ensure_font();
-    if let Some(p) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
-    }
-    let tmp = temp_png(path);
-    {
-        let root = BitMapBackend::new(&tmp, (w, h)).into_drawing_area();
+    crate::io::write_atomic_with(path, |tmp: &Path| -> Result<()> {
+        let root = BitMapBackend::new(tmp, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| Error::plot(path, e))?;
         draw(&root).map_err(|e| Error::plot(path, e))?;
         root.present().map_err(|e| Error::plot(path, e))?;
-    }
-    crate::io::commit_temp(&tmp, path)
+        Ok(())
+    })
 }
 
 fn s<E: std::fmt::Display>(e: E) -> String {

@@ -55,7 +55,7 @@ pub fn fold_predictions(records: &[FoldRecord], epoch: usize) -> Result<Vec<Fold
         .iter()
         .map(|r| {
             let o = r.at(epoch).ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::Incomplete(format!(
                     "experiment {} fold {}: no observation at epoch {epoch}",
                     r.experiment, r.fold
                 ))
@@ -77,7 +77,7 @@ pub fn evaluate_protocols(
 ) -> Result<ProtocolScores> {
     let first = records
         .first()
-        .ok_or_else(|| Error::Invalid("no finished folds to score".into()))?;
+        .ok_or_else(|| Error::Incomplete("no finished folds to score".into()))?;
     let epochs: Vec<usize> = first
         .observations
         .iter()
@@ -100,7 +100,7 @@ pub fn evaluate_protocols(
             Some(b) if b.fold_mean.uar >= s.fold_mean.uar => Some(b),
             _ => Some(s),
         })
-        .ok_or_else(|| Error::Invalid("no observation epoch common to all folds".into()))?;
+        .ok_or_else(|| Error::Incomplete("no observation epoch common to all folds".into()))?;
     let honest_preds = fold_predictions(records, honest_epoch)?;
     let honest = evaluate_folds(&honest_preds, n_classes);
     let mut confusion = Confusion::new(n_classes);

@@ -29,7 +29,7 @@ use mer_model::ModelConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ExperimentSpec, ExperimentsFile, Schedule, ScheduleSpec, TableSpec};
-use crate::io::{commit_temp, fnv1a64, read_json, temp_beside, write_atomic, write_json};
+use crate::io::{fnv1a64, read_json, write_atomic, write_atomic_with, write_json};
 use crate::loso::{loso_folds, Fold};
 use crate::report::{write_report, ExperimentSummary};
 use crate::train::{measure_speed, train_fold, FoldJob, FoldRecord};
@@ -270,7 +270,7 @@ fn single_pool(threads: usize) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
-        .map_err(|e| Error::Invalid(format!("thread pool: {e}")))
+        .map_err(Error::from)
 }
 
 /// The distinct networks of some experiments, keyed `variant/Nch`.
@@ -473,12 +473,11 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
     let samples = index.list();
     let folds = loso_folds(&samples);
     if folds.len() < 2 {
-        return Err(Error::Invalid(format!(
-            "{}: {} samples of {} subject(s); LOSO needs at least 2 subjects",
-            root.display(),
-            samples.len(),
-            folds.len()
-        )));
+        return Err(Error::TooFewSubjects {
+            root: root.clone(),
+            samples: samples.len(),
+            subjects: folds.len(),
+        });
     }
     let list_text = format_list(&samples);
     let list_hash = format!("{:016x}", fnv1a64(list_text.as_bytes()));
@@ -739,12 +738,9 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
                         .install(|| train_fold(&fj, &|ep| bar.set_position(ep as u64 + 1)))
                         .and_then(|(rec, model)| {
                             let (json, weights) = fold_paths(&run_dir, &e.name, f);
-                            if let Some(p) = weights.parent() {
-                                std::fs::create_dir_all(p).map_err(|err| Error::io(p, err))?;
-                            }
-                            let tmp = temp_beside(&weights);
-                            model.save_safetensors(&tmp)?;
-                            commit_temp(&tmp, &weights)?;
+                            write_atomic_with(&weights, |tmp: &Path| -> Result<()> {
+                                Ok(model.save_safetensors(tmp)?)
+                            })?;
                             write_json(&json, &rec)?;
                             Ok(rec)
                         });
@@ -773,15 +769,12 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
                             }
                         }
                         Err(err) => {
-                            first_error
-                                .lock()
-                                .unwrap()
-                                .get_or_insert(Error::Invalid(format!(
-                                    "experiment {} fold {} ({}): {err}",
-                                    e.name,
-                                    f.number,
-                                    f.subject_id()
-                                )));
+                            first_error.lock().unwrap().get_or_insert(Error::Fold {
+                                experiment: e.name.clone(),
+                                fold: f.number,
+                                subject: f.subject_id(),
+                                source: Box::new(err),
+                            });
                             stop.store(true, Ordering::SeqCst);
                         }
                     }

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::Schedule;
 use crate::loso::Fold;
 use crate::metrics::scores;
-use crate::rng::SplitMix64;
 use crate::Result;
+use mer_common::rng::{Seeding, SplitMix64};
 
 /// A network whose weights are drawn from `SplitMix64(seed, stream)` with PyTorch's default
 /// initialisation (conv and linear weights and biases `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`,
@@ -24,7 +24,7 @@ pub fn seeded_model(cfg: &ModelConfig, seed: u64, stream: &[u64]) -> Result<OffT
     let net = OffTaNet::random(cfg, &dev)?;
     let params: HashMap<String, Tensor> = net.named_parameters().into_iter().collect();
     let fan_in = |dims: &[usize]| dims[1..].iter().product::<usize>();
-    let mut rng = SplitMix64::new(seed, stream);
+    let mut rng = SplitMix64::new(Seeding::TRAINING, seed, stream);
     let mut state = HashMap::new();
     for (name, t) in net.state_dict()? {
         let bound = params.get(&name).and_then(|p| {
@@ -165,7 +165,7 @@ pub fn train_fold(
     let dev = Device::Cpu;
     let f = job.fold.number as u64;
     let model = seeded_model(&job.model, job.seed, &[f, 0])?;
-    model.seed_dropout(SplitMix64::new(job.seed, &[f, 2]).next_u64());
+    model.seed_dropout(SplitMix64::new(Seeding::TRAINING, job.seed, &[f, 2]).next_u64());
     let mut trainer = Trainer::with_config(
         model,
         AdamConfig {
@@ -184,7 +184,7 @@ pub fn train_fold(
     for epoch in 0..s.epochs {
         trainer.set_lr(s.lr_at(epoch));
         let mut order = job.fold.train.clone();
-        SplitMix64::new(job.seed, &[f, 1, epoch as u64]).shuffle(&mut order);
+        SplitMix64::new(Seeding::TRAINING, job.seed, &[f, 1, epoch as u64]).shuffle(&mut order);
         let (mut sum, mut count) = (0f64, 0usize);
         for batch in order.chunks(s.batch_size) {
             let idx: Vec<u32> = batch.iter().map(|&i| i as u32).collect();

@@ -38,13 +38,9 @@ pub enum Error {
         value: String,
         why: &'static str,
     },
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// A file whose content is not in the expected format.
+    /// A file could not be read or written (the path is in the message).
+    #[error(transparent)]
+    File(#[from] mer_common::Error),
     #[error("{path}: {why}")]
     Format { path: PathBuf, why: String },
     /// The GPU path was asked for but is not available.

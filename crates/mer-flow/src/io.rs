@@ -1,41 +1,14 @@
-//! Middlebury `.flo` read/write and NumPy `.npy` write (f32, C order).
-//! Writes go to a temporary file renamed into place, so a file is whole or absent.
+//! Middlebury `.flo` read/write and NumPy `.npy` write (f32, C order), through the
+//! workspace's shared helpers ([`mer_common::fs`], [`mer_common::npy`]): every write is
+//! atomic, so a file is whole or absent.
 
 use crate::image::Flow;
 use crate::{Error, Result};
-use std::io::Write;
 use std::path::Path;
 
+use mer_common::fs::write_atomic;
+
 const FLO_MAGIC: f32 = 202021.25;
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| Error::Format {
-        path: path.to_path_buf(),
-        why: "not a file path".into(),
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(bytes).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io_err(path))
-}
 
 /// The `.flo` encoding of a flow: magic 202021.25, width, height (i32), then
 /// interleaved (u, v) f32, all little-endian.
@@ -52,12 +25,12 @@ pub fn flo_bytes(flow: &Flow) -> Vec<u8> {
 
 /// Writes a Middlebury `.flo` file.
 pub fn write_flo(path: &Path, flow: &Flow) -> Result<()> {
-    write_atomic(path, &flo_bytes(flow))
+    Ok(write_atomic(path, &flo_bytes(flow))?)
 }
 
 /// Reads a Middlebury `.flo` file.
 pub fn read_flo(path: &Path) -> Result<Flow> {
-    let b = std::fs::read(path).map_err(io_err(path))?;
+    let b = std::fs::read(path).map_err(|e| mer_common::Error::io(path, e))?;
     let bad = |why: String| Error::Format {
         path: path.to_path_buf(),
         why,
@@ -91,39 +64,9 @@ pub fn read_flo(path: &Path) -> Result<Flow> {
     Flow::new(w as usize, h as usize, data)
 }
 
-/// The `.npy` (version 1.0) encoding of little-endian f32 values with a shape.
-pub fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_s = if shape.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_s}, }}");
-    // Pad so that magic (6) + version (2) + length (2) + header is a multiple of 64, ending in '\n'.
-    let total = 10 + header.len() + 1;
-    header.push_str(&" ".repeat(total.next_multiple_of(64) - total));
-    header.push('\n');
-    let mut b = Vec::with_capacity(10 + header.len() + 4 * data.len());
-    b.extend_from_slice(b"\x93NUMPY\x01\x00");
-    b.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    b.extend_from_slice(header.as_bytes());
-    for v in data {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    b
-}
-
-/// Writes f32 values with a shape as `.npy`.
+/// Writes f32 values with a shape as `.npy` ([`mer_common::npy::write_f32`]).
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
-    let n: usize = shape.iter().product();
-    if n != data.len() {
-        return Err(Error::Format {
-            path: path.to_path_buf(),
-            why: format!("shape {shape:?} needs {n} values, found {}", data.len()),
-        });
-    }
-    write_atomic(path, &npy_bytes(shape, data))
+    Ok(mer_common::npy::write_f32(path, shape, data)?)
 }
 
 /// Writes a flow as `.npy` of shape `[H, W, 2]`.
@@ -152,16 +95,5 @@ mod tests {
         std::fs::write(&p, [0u8; 16]).unwrap();
         assert!(read_flo(&p).unwrap_err().to_string().contains("magic"));
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn npy_header_is_aligned() {
-        let b = npy_bytes(&[2, 3, 2], &[0.0; 12]);
-        let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
-        assert_eq!((10 + hl) % 64, 0);
-        let h = std::str::from_utf8(&b[10..10 + hl]).unwrap();
-        assert!(h.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3, 2), }"));
-        assert!(h.ends_with('\n'));
-        assert_eq!(b.len(), 10 + hl + 48);
     }
 }

@@ -59,14 +59,10 @@ pub enum Error {
     /// A weights file of an unknown kind.
     #[error("{}: unsupported weights file, expected a .pth or .safetensors extension", .0.display())]
     WeightsFormat(PathBuf),
-    /// A malformed or unsupported `.npy` file.
-    #[error("{}: {msg}", path.display())]
-    Npy {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong, naming expected and found.
-        msg: String,
-    },
+    /// A shared helper's file operation failed (`.npy` read or write); the path is in the
+    /// message.
+    #[error(transparent)]
+    File(#[from] mer_common::Error),
 }
 
 fn format_missing(missing: &[(String, Vec<usize>)]) -> String {

@@ -14,7 +14,7 @@
 //!   weights and maps ([`Taps`]).
 //! - [`Trainer`]: one step of cross-entropy and Adam (lr 1e-3, betas 0.9 / 0.999, eps 1e-8).
 //! - [`OffTaNet::summary`]: a torchstat-like table (output shapes, parameters, multiply-adds).
-//! - [`npy`]: a small `.npy` reader and writer.
+//! - [`npy`]: `.npy` files as tensors (the workspace's reader and atomic writer).
 //!
 //! The crate depends on neither OpenCV nor the flow crate.
 //!

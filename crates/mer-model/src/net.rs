@@ -69,16 +69,10 @@ struct DropoutRng {
     calls: u64,
 }
 
-/// SplitMix64's output function: a bijective mix of a 64-bit state.
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Uniform in `[0, 1)` for element `i` of mask `call` under `seed` (24 random bits, as an
 /// f32 uniform has): a function of its arguments only, so masks do not depend on threads.
 fn dropout_uniform(seed: u64, call: u64, i: u64) -> f32 {
+    use mer_common::rng::mix64;
     let key = mix64(seed ^ mix64(call.wrapping_add(0x9E37_79B9_7F4A_7C15)));
     (mix64(key.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))) >> 40) as f32
         / (1u64 << 24) as f32

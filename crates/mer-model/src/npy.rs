@@ -1,258 +1,58 @@
-//! A minimal `.npy` reader and writer: little-endian `f4` / `i8` (and `f8`, read as f32),
-//! C order, format versions 1 to 3.
+//! `.npy` files as candle tensors: the workspace's `.npy` reader and atomic writer
+//! ([`mer_common::npy`]), adapted to [`Tensor`].
 
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-use crate::{Error, Result};
+pub use mer_common::npy::{read, NpyArray, NpyData};
 
-/// The element data of an `.npy` array.
-#[derive(Debug, Clone, PartialEq)]
-pub enum NpyData {
-    /// `<f4` (and `<f8`, narrowed to f32).
-    F32(Vec<f32>),
-    /// `<i8`.
-    I64(Vec<i64>),
-}
+use crate::Result;
 
-/// An array read from an `.npy` file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NpyArray {
-    /// Dimensions, C order.
-    pub shape: Vec<usize>,
-    /// The elements.
-    pub data: NpyData,
-}
-
-const MAGIC: &[u8] = b"\x93NUMPY";
-
-fn npy_err(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Npy {
-        path: path.to_path_buf(),
-        msg: msg.into(),
-    }
-}
-
-/// Reads an `.npy` file.
-pub fn read(path: impl AsRef<Path>) -> Result<NpyArray> {
-    let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|err| Error::Io {
-        path: path.to_path_buf(),
-        err,
-    })?;
-    parse(&bytes).map_err(|msg| npy_err(path, msg))
-}
-
-/// Reads an `.npy` file of floats as a tensor on `device` (f32).
+/// Reads an `.npy` file of floats (`<f4`, or `<f8` narrowed) as an f32 tensor on `device`.
 pub fn read_tensor(path: impl AsRef<Path>, device: &Device) -> Result<Tensor> {
     let path = path.as_ref();
-    let arr = read(path)?;
-    match arr.data {
-        NpyData::F32(v) => Ok(Tensor::from_vec(v, arr.shape, device)?),
-        NpyData::I64(_) => Err(npy_err(
-            path,
-            "expected float32 data ('<f4'), found int64 ('<i8')",
-        )),
-    }
+    let (shape, data) = read(path)?.into_f32(path)?;
+    Ok(Tensor::from_vec(data, shape, device)?)
 }
 
-fn parse(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err("not an .npy file: expected the magic \\x93NUMPY".into());
-    }
-    let major = bytes[6];
-    let (header_len, start) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => {
-            if bytes.len() < 12 {
-                return Err("truncated header".into());
-            }
-            (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            )
-        }
-        v => {
-            return Err(format!(
-                "unsupported .npy format version {v}: expected 1, 2 or 3"
-            ))
-        }
-    };
-    let end = start + header_len;
-    let header = bytes.get(start..end).ok_or("truncated header")?;
-    let header = std::str::from_utf8(header).map_err(|_| "header is not UTF-8")?;
-    let descr = dict_value(header, "descr").ok_or("header lacks 'descr'")?;
-    let descr = descr.trim().trim_matches(|c| c == '\'' || c == '"');
-    let fortran = dict_value(header, "fortran_order").ok_or("header lacks 'fortran_order'")?;
-    if fortran.trim() != "False" {
-        return Err("expected C order (fortran_order False), found Fortran order".into());
-    }
-    let shape_s = dict_value(header, "shape").ok_or("header lacks 'shape'")?;
-    let shape_s = shape_s.trim().trim_start_matches('(').trim_end_matches(')');
-    let shape = shape_s
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<usize>()
-                .map_err(|_| format!("bad shape entry `{s}`"))
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let count: usize = shape.iter().product();
-    let body = &bytes[end..];
-    let need = |size: usize| -> std::result::Result<&[u8], String> {
-        body.get(..count * size).ok_or_else(|| {
-            format!(
-                "expected {} data bytes for shape {shape:?}, found {}",
-                count * size,
-                body.len()
-            )
-        })
-    };
-    let data = match descr {
-        "<f4" => NpyData::F32(
-            need(4)?
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        "<f8" => NpyData::F32(
-            need(8)?
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect(),
-        ),
-        "<i8" => NpyData::I64(
-            need(8)?
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        d => {
-            return Err(format!(
-                "unsupported dtype '{d}': expected '<f4', '<f8' or '<i8'"
-            ))
-        }
-    };
-    Ok(NpyArray { shape, data })
-}
-
-/// The text after `'key':` up to the next top-level comma of a numpy header dict.
-fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    let pat = format!("'{key}':");
-    let pos = header.find(&pat)? + pat.len();
-    let rest = &header[pos..];
-    let mut depth = 0i32;
-    for (i, c) in rest.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' | '}' if depth == 0 => return Some(&rest[..i]),
-            _ => {}
-        }
-    }
-    None
-}
-
-fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
-    let shape_s = match shape.len() {
-        1 => format!("({},)", shape[0]),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_s}, }}");
-    // Magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
-    let total = 10 + h.len() + 1;
-    h.push_str(&" ".repeat((64 - total % 64) % 64));
-    h.push('\n');
-    let mut out = Vec::with_capacity(10 + h.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[1, 0]);
-    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
-    out.extend_from_slice(h.as_bytes());
-    out
-}
-
-/// Writes f32 data of `shape` as a version 1.0 `.npy` file.
-pub fn write_f32(path: impl AsRef<Path>, shape: &[usize], data: &[f32]) -> Result<()> {
-    let path = path.as_ref();
-    let count: usize = shape.iter().product();
-    if count != data.len() {
-        return Err(npy_err(
-            path,
-            format!(
-                "shape {shape:?} holds {count} elements, found {} values",
-                data.len()
-            ),
-        ));
-    }
-    let mut out = header_bytes("<f4", shape);
-    out.reserve(data.len() * 4);
-    for v in data {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(path, out).map_err(|err| Error::Io {
-        path: path.to_path_buf(),
-        err,
-    })
-}
-
-/// Writes a float tensor as an f32 `.npy` file.
+/// Writes a float tensor as an f32 `.npy` file, atomically.
 pub fn write_tensor(path: impl AsRef<Path>, t: &Tensor) -> Result<()> {
     let data = t
         .to_dtype(candle_core::DType::F32)?
         .flatten_all()?
         .to_vec1::<f32>()?;
-    write_f32(path, t.dims(), &data)
+    Ok(mer_common::npy::write_f32(path, t.dims(), &data)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn check(shape: &[usize]) {
-        let dir = std::env::temp_dir().join(format!("mer-model-npy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("a{}.npy", shape.len()));
-        let n: usize = shape.iter().product();
-        let data: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 1.0).collect();
-        write_f32(&path, shape, &data).unwrap();
-        let bytes = std::fs::read(&path).unwrap();
-        let header_end = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-        assert_eq!(header_end % 64, 0, "header padded to 64 bytes");
-        let arr = read(&path).unwrap();
-        assert_eq!(arr.shape, shape);
-        assert_eq!(arr.data, NpyData::F32(data));
-        std::fs::remove_file(&path).unwrap();
-    }
-
     #[test]
-    fn round_trips() {
-        for shape in [&[][..], &[5], &[2, 3], &[4, 1, 3, 2]] {
-            check(shape);
-        }
-    }
-
-    #[test]
-    fn parses_int64_and_rejects_bad_input() {
-        let mut bytes = header_bytes("<i8", &[2]);
-        bytes.extend_from_slice(&7i64.to_le_bytes());
-        bytes.extend_from_slice(&(-3i64).to_le_bytes());
-        assert_eq!(parse(&bytes).unwrap().data, NpyData::I64(vec![7, -3]));
-        for (bytes, needle) in [
-            (b"hello world".to_vec(), "magic"),
-            (header_bytes("<u2", &[1]), "unsupported dtype '<u2'"),
-            (header_bytes("<f4", &[3]), "expected 12 data bytes"),
-        ] {
-            let err = parse(&bytes).unwrap_err();
-            assert!(err.contains(needle), "{err}");
-        }
+    fn tensors_round_trip_and_integers_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = Device::Cpu;
+        let p = dir.path().join("t.npy");
+        let t = Tensor::arange(0f32, 24.0, &dev)
+            .unwrap()
+            .reshape((2, 3, 4))
+            .unwrap();
+        write_tensor(&p, &t).unwrap();
+        let back = read_tensor(&p, &dev).unwrap();
+        assert_eq!(back.dims(), &[2, 3, 4]);
+        assert_eq!(
+            back.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        // An int64 file is refused, naming the file and the dtype.
+        let q = dir.path().join("i.npy");
+        let mut b = mer_common::npy::f32_bytes(&[2], &[1.0, 2.0]).unwrap();
+        let at = b.windows(3).position(|w| w == b"<f4").unwrap();
+        b[at..at + 3].copy_from_slice(b"<i8");
+        b.extend_from_slice(&[0; 8]);
+        std::fs::write(&q, &b).unwrap();
+        let e = read_tensor(&q, &dev).unwrap_err().to_string();
+        assert!(e.contains("i.npy") && e.contains("int64"), "{e}");
     }
 }

@@ -69,7 +69,7 @@ fn tree_hash(root: &Path) -> Vec<(PathBuf, u64)> {
             } else if !p.ends_with(SYNTH_MARKER) {
                 out.push((
                     p.strip_prefix(root).unwrap().to_path_buf(),
-                    crate::util::fnv1a64(&std::fs::read(&p).unwrap()),
+                    mer_common::hash::fnv1a64(&std::fs::read(&p).unwrap()),
                 ));
             }
         }
@@ -133,7 +133,7 @@ fn motions_are_small_and_local() {
     let scale = cfg.size as f32 / 112.0;
     let mut maxes = Vec::new();
     for s in 0..40u64 {
-        let mut rng = Rng::new(9, &[s]);
+        let mut rng = rng(9, &[s]);
         let face = Face::new(&mut rng, cfg.size);
         let class = Class::ALL[s as usize % 3];
         let (m, aus) = make_motion(&face, class, &cfg, &mut rng);
@@ -176,7 +176,7 @@ fn motions_are_small_and_local() {
 
 #[test]
 fn class_balance_like_the_reference() {
-    let v = class_plan(96, &mut Rng::new(0, &[]));
+    let v = class_plan(96, &mut rng(0, &[]));
     let count = |c| v.iter().filter(|&&x| x == c).count();
     assert_eq!(v.len(), 96);
     assert_eq!(
