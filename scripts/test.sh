@@ -10,6 +10,9 @@ scripts/setup.sh
 if ! python3 -c 'import nvidia.cuda_nvrtc' 2>/dev/null; then
     python3 -m pip install --quiet --root-user-action=ignore nvidia-cuda-nvrtc-cu12
 fi
+if ! python3 -c 'import xlrd' 2>/dev/null; then
+    python3 -m pip install --quiet --root-user-action=ignore xlrd
+fi
 nvrtc_lib="$(python3 -c 'import nvidia.cuda_nvrtc as m; print(list(m.__path__)[0])')/lib"
 export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 cargo test --workspace

@@ -324,3 +324,45 @@ mod tests {
         );
     }
 }
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn size_probe() {
+        let s = vec![super::SheetData {
+            name: "Sheet1".into(),
+            rows: vec![vec!["a".into(), 1.into(), super::Value::Number(2.5)]],
+        }];
+        eprintln!(
+            "PROBE stream={} xls={}",
+            super::biff8_stream(&s).unwrap().len(),
+            super::xls_bytes(&s).unwrap().len()
+        );
+        let t = super::tests_sample();
+        eprintln!(
+            "PROBE sample stream={} xls={}",
+            super::biff8_stream(&t).unwrap().len(),
+            super::xls_bytes(&t).unwrap().len()
+        );
+    }
+}
+#[cfg(test)]
+fn tests_sample() -> Vec<SheetData> {
+    vec![
+        SheetData {
+            name: "Sheet1".into(),
+            rows: vec![
+                vec![
+                    "Subject".into(),
+                    "Filename".into(),
+                    Value::Empty,
+                    "OnsetF".into(),
+                ],
+                vec![1.into(), "EP01_5".into(), Value::Empty, 113.into()],
+            ],
+        },
+        SheetData {
+            name: "naming rule1".into(),
+            rows: vec![vec![15.into(), "s15".into(), 1.into()]],
+        },
+    ]
+}

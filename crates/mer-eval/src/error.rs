@@ -39,6 +39,9 @@ pub enum Error {
         /// What went wrong.
         source: Box<Error>,
     },
+    /// The PyTorch peer of a benchmark misbehaved.
+    #[error("PyTorch peer: {0}")]
+    Peer(String),
     /// A thread pool could not be built.
     #[error("thread pool: {0}")]
     ThreadPool(#[from] rayon::ThreadPoolBuildError),

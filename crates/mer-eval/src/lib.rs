@@ -46,6 +46,7 @@
 //! model crate for networks; it holds no command-line code (the `xtask` commands are glue).
 
 pub mod attention;
+pub mod bench;
 pub mod config;
 mod error;
 pub mod io;

@@ -227,17 +227,13 @@ pub fn train_fold(
 /// Training speed (samples per second) of a fresh network of `cfg` on random inputs: one
 /// warm-up step, then `steps` timed steps of `batch` samples, on the current rayon pool.
 pub fn measure_speed(cfg: &ModelConfig, batch: usize, steps: usize) -> Result<f64> {
-    let dev = Device::Cpu;
-    let mut t = Trainer::new(OffTaNet::random(cfg, &dev)?)?;
-    let x = Tensor::randn(0f32, 1.0, (batch, cfg.in_channels, 112, 112), &dev)?;
-    let y: Vec<u32> = (0..batch as u32).map(|i| i % 3).collect();
-    let y = Tensor::new(y.as_slice(), &dev)?;
-    t.step(&x, &y)?;
-    let t0 = Instant::now();
+    let mut b = crate::bench::StepBench::new(cfg, batch)?;
+    b.time(true)?;
+    let mut seconds = 0.0;
     for _ in 0..steps {
-        t.step(&x, &y)?;
+        seconds += b.time(true)?;
     }
-    Ok((batch * steps) as f64 / t0.elapsed().as_secs_f64().max(1e-9))
+    Ok((batch * steps) as f64 / seconds.max(1e-9))
 }
 
 #[cfg(test)]
