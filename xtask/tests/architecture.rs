@@ -64,3 +64,20 @@ fn flow_crate_is_free_of_opencv_and_candle() {
 fn model_crate_is_free_of_opencv_and_flow() {
     check("mer-model", &["opencv", "mer-flow", "mer-data"]);
 }
+
+#[test]
+fn common_crate_is_at_the_bottom() {
+    check(
+        "mer-common",
+        &[
+            "opencv",
+            "candle-core",
+            "candle-nn",
+            "mer-flow",
+            "mer-model",
+            "mer-data",
+            "mer-eval",
+            "rayon",
+        ],
+    );
+}

@@ -257,3 +257,74 @@ pub(crate) fn conv_bn_relu(
         .clone();
     Ok((y, stats))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::*;
+    use candle_core::Var;
+
+    #[test]
+    fn fused_conv_bn_relu_equals_the_separate_ops_bit_for_bit() {
+        // (n, cin, h, w, cout, k, stride, pad): odd sizes, strided, pointwise, one sample.
+        let cases = [
+            (3, 2, 7, 5, 4, 3, 1, 1),
+            (2, 3, 9, 10, 5, 3, 2, 1),
+            (4, 5, 4, 4, 3, 1, 1, 0),
+            (1, 2, 6, 6, 2, 3, 1, 1),
+        ];
+        for dt in [DType::F64, DType::F32] {
+            for &(n, cin, h, w, cout, k, s, p) in &cases {
+                for (relu_before, relu) in [(false, true), (false, false), (true, false)] {
+                    let what = format!(
+                        "{dt:?} {:?} relu before {relu_before} after {relu}",
+                        (n, cin, h, w, cout, k, s, p)
+                    );
+                    let v = |shape: &[usize]| Var::from_tensor(&randn(shape, dt)).unwrap();
+                    let (x, wt, b, g, be) = (
+                        v(&[n, cin, h, w]),
+                        v(&[cout, cin, k, k]),
+                        v(&[cout]),
+                        v(&[cout]),
+                        v(&[cout]),
+                    );
+                    let (fused, fs) = conv_bn_relu(
+                        x.as_tensor(),
+                        wt.as_tensor(),
+                        b.as_tensor(),
+                        g.as_tensor(),
+                        be.as_tensor(),
+                        s,
+                        p,
+                        1e-5,
+                        relu_before,
+                        relu,
+                    )
+                    .unwrap();
+                    let z = conv2d(
+                        x.as_tensor(),
+                        wt.as_tensor(),
+                        Some(b.as_tensor()),
+                        s,
+                        p,
+                        relu_before,
+                    )
+                    .unwrap();
+                    let (sep, ss) =
+                        batch_norm(&z, g.as_tensor(), be.as_tensor(), 1e-5, relu, None).unwrap();
+                    let ss = ss.unwrap();
+                    assert_eq!((&fs.mean, &fs.var), (&ss.mean, &ss.var), "{what}: stats");
+                    assert_eq!(max_rel(&fused, &sep), 0.0, "{what}: forward");
+                    let r = randn(sep.dims(), dt);
+                    let vars = [&x, &wt, &b, &g, &be];
+                    let gf = grads(&fused, &r, &vars);
+                    let gs = grads(&sep, &r, &vars);
+                    for (i, (a, c)) in gf.iter().zip(&gs).enumerate() {
+                        let e = max_rel(a.as_ref().unwrap(), c.as_ref().unwrap());
+                        assert_eq!(e, 0.0, "{what}: gradient {i} differs by {e}");
+                    }
+                }
+            }
+        }
+    }
+}
