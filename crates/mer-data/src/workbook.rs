@@ -1,7 +1,8 @@
 //! Spreadsheet writers for the synthetic database's annotation files and the tests:
 //! `.xlsx` through rust_xlsxwriter, and `.xls` as BIFF8 records in an OLE2 compound file
 //! (written here: no maintained crate writes BIFF8; the tests read it back with calamine
-//! and with Python's xlrd). Only values: no styles, formulas or formats.
+//! and with Python's xlrd). Only values: no formulas, and only the default style and
+//! number format (General).
 
 use crate::{Error, Result};
 use mer_common::fs::write_atomic;
@@ -133,8 +134,73 @@ fn bof(dt: u16) -> Vec<u8> {
     d
 }
 
-/// The BIFF8 `Workbook` stream of `sheets` (BOF, CODEPAGE, BOUNDSHEET, EOF; then per sheet
-/// BOF, DIMENSIONS, RK/NUMBER/LABEL cells, EOF).
+/// WINDOW1: the workbook window (position and size in twips, as Excel writes them), tab
+/// bar shown, first sheet active and selected.
+fn window1() -> Vec<u8> {
+    let mut d = Vec::with_capacity(18);
+    for v in [
+        0x01E0u16, // xWn
+        0x005A,    // yWn
+        0x3FCF,    // dxWn
+        0x2A4E,    // dyWn
+        0x0038,    // grbit: horizontal and vertical scroll bars, sheet tabs shown
+        0,         // itabCur: active sheet
+        0,         // itabFirst: first tab shown
+        1,         // ctabSel: selected sheets
+        0x0258,    // wTabRatio: 600/1000 of the width for the tabs
+    ] {
+        d.extend_from_slice(&v.to_le_bytes());
+    }
+    d
+}
+
+/// FONT: Arial 10 pt, regular, automatic colour.
+fn font_arial_10() -> Vec<u8> {
+    let name = "Arial";
+    let mut d = Vec::with_capacity(16 + name.len());
+    d.extend_from_slice(&200u16.to_le_bytes()); // dyHeight: 10 pt in twips
+    d.extend_from_slice(&0u16.to_le_bytes()); // grbit: not italic, struck out...
+    d.extend_from_slice(&0x7FFFu16.to_le_bytes()); // icv: window text colour
+    d.extend_from_slice(&400u16.to_le_bytes()); // bls: normal weight
+    d.extend_from_slice(&0u16.to_le_bytes()); // sss: no super/subscript
+    d.push(0); // uls: no underline
+    d.push(0); // bFamily: unknown
+    d.push(0); // bCharSet: ANSI
+    d.push(0); // reserved
+    d.push(name.len() as u8); // ShortXLUnicodeString: cch,
+    d.push(0); // fHighByte = 0: 8-bit characters
+    d.extend_from_slice(name.as_bytes());
+    d
+}
+
+/// XF (BIFF8, 20 bytes) with number format 0 (General), bottom-aligned, no borders, no
+/// fill. A style XF (`style`) has no parent (0xFFF) and `used` lists the attribute groups
+/// it leaves undefined; a cell XF has parent style XF 0 and `used` lists the groups it
+/// sets itself (none: all from the parent).
+fn xf(font: u16, style: bool, used: u8) -> Vec<u8> {
+    let mut d = Vec::with_capacity(20);
+    d.extend_from_slice(&font.to_le_bytes()); // ifnt
+    d.extend_from_slice(&0u16.to_le_bytes()); // ifmt: General
+    let kind: u16 = if style {
+        0x0001 | 0x0004 | (0x0FFF << 4) // locked, fStyle, ixfParent = none
+    } else {
+        0x0001 // locked, cell XF, ixfParent = 0 (Normal)
+    };
+    d.extend_from_slice(&kind.to_le_bytes());
+    d.push(0x20); // alc = general, no wrap, alcV = bottom
+    d.push(0); // trot: no rotation
+    d.push(0); // indent 0, no shrink, context reading order
+    d.push(used); // fAtrNum..fAtrProt in bits 2-7
+    d.extend_from_slice(&0u32.to_le_bytes()); // no border lines, colours 0, no diagonal
+    d.extend_from_slice(&0u32.to_le_bytes()); // no border colours, no fill pattern
+    d.extend_from_slice(&(0x40u16 | (0x41 << 7)).to_le_bytes()); // fill: system fg/bg
+    d
+}
+
+/// The BIFF8 `Workbook` stream of `sheets`: the workbook globals (BOF, CODEPAGE, WINDOW1,
+/// 5 FONTs, the 15 built-in style XFs and the default cell XF 15, the STYLE record of
+/// "Normal", one BOUNDSHEET per sheet, EOF), then per sheet BOF, DIMENSIONS, RK/NUMBER/
+/// LABEL cells (all with XF 15), EOF.
 pub fn biff8_stream(sheets: &[SheetData]) -> Result<Vec<u8>, WriteError> {
     if sheets.is_empty() {
         return Err(WriteError::NoSheets);
@@ -187,32 +253,63 @@ pub fn biff8_stream(sheets: &[SheetData]) -> Result<Vec<u8>, WriteError> {
         record(&mut b, 0x000A, &[]);
         bodies.push(b);
     }
-    let boundsheet_len = |sh: &SheetData| 4 + 6 + 2 + 2 * sh.name.encode_utf16().count();
-    let globals_len = (4 + 16) + (4 + 2) + sheets.iter().map(boundsheet_len).sum::<usize>() + 4;
+    // The globals first, each BOUNDSHEET with a placeholder stream offset, patched once
+    // the globals' length (where the first sheet's BOF goes) is known.
     let mut out = Vec::new();
     record(&mut out, 0x0809, &bof(0x0005));
     record(&mut out, 0x0042, &1200u16.to_le_bytes()); // CODEPAGE: UTF-16
-    let mut pos = globals_len;
-    for (sh, body) in sheets.iter().zip(&bodies) {
+    record(&mut out, 0x003D, &window1());
+    // Fonts 0-3 and 5 (index 4 is never written: readers skip it).
+    for _ in 0..5 {
+        record(&mut out, 0x0031, &font_arial_10());
+    }
+    // Style XFs 0-14: 0 is "Normal" (all attributes defined); 1-14 (Excel's outline
+    // styles, fonts 1 and 2 for the first four) define only the font.
+    record(&mut out, 0x00E0, &xf(0, true, 0x00));
+    for i in 1..15u16 {
+        let font = match i {
+            1 | 2 => 1,
+            3 | 4 => 2,
+            _ => 0,
+        };
+        record(&mut out, 0x00E0, &xf(font, true, 0xF4));
+    }
+    // XF 15: the cells' default, everything from "Normal".
+    record(&mut out, 0x00E0, &xf(0, false, 0x00));
+    // STYLE: built-in style 0 ("Normal", level 0xFF) is XF 0.
+    record(&mut out, 0x0293, &[0x00, 0x80, 0x00, 0xFF]);
+    let mut offsets = Vec::with_capacity(sheets.len());
+    for sh in sheets {
         let name = sh.name.encode_utf16().count();
         if name == 0 || name > 31 {
             return Err(WriteError::SheetName(sh.name.clone()));
         }
+        offsets.push(out.len() + 4); // where this record's lbPlyPos goes
         let mut d = Vec::new();
-        d.extend_from_slice(&(pos as u32).to_le_bytes());
+        d.extend_from_slice(&0u32.to_le_bytes()); // lbPlyPos, patched below
         d.push(0); // visible
         d.push(0); // worksheet
         d.push(name as u8);
         d.push(1); // UTF-16LE
         d.extend_from_slice(&utf16(&sh.name));
         record(&mut out, 0x0085, &d);
-        pos += body.len();
     }
     record(&mut out, 0x000A, &[]);
-    debug_assert_eq!(out.len(), globals_len);
-    for b in bodies {
+    let globals_len = out.len();
+    let mut pos = globals_len;
+    for (&at, body) in offsets.iter().zip(&bodies) {
+        out[at..at + 4].copy_from_slice(&(pos as u32).to_le_bytes());
+        pos += body.len();
+    }
+    for (&at, b) in offsets.iter().zip(bodies) {
+        debug_assert_eq!(
+            u32::from_le_bytes(out[at..at + 4].try_into().unwrap()) as usize,
+            out.len(),
+            "BOUNDSHEET offset"
+        );
         out.extend_from_slice(&b);
     }
+    debug_assert_eq!(out.len(), pos);
     Ok(out)
 }
 
@@ -317,52 +414,18 @@ mod tests {
     }
 
     #[test]
+    fn xls_is_deterministic() {
+        assert_eq!(
+            xls_bytes(&sample_sheets()).unwrap(),
+            xls_bytes(&sample_sheets()).unwrap()
+        );
+    }
+
+    #[test]
     fn xlsx_is_deterministic() {
         assert_eq!(
             xlsx_bytes(&sample_sheets()).unwrap(),
             xlsx_bytes(&sample_sheets()).unwrap()
         );
     }
-}
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn size_probe() {
-        let s = vec![super::SheetData {
-            name: "Sheet1".into(),
-            rows: vec![vec!["a".into(), 1.into(), super::Value::Number(2.5)]],
-        }];
-        eprintln!(
-            "PROBE stream={} xls={}",
-            super::biff8_stream(&s).unwrap().len(),
-            super::xls_bytes(&s).unwrap().len()
-        );
-        let t = super::tests_sample();
-        eprintln!(
-            "PROBE sample stream={} xls={}",
-            super::biff8_stream(&t).unwrap().len(),
-            super::xls_bytes(&t).unwrap().len()
-        );
-    }
-}
-#[cfg(test)]
-fn tests_sample() -> Vec<SheetData> {
-    vec![
-        SheetData {
-            name: "Sheet1".into(),
-            rows: vec![
-                vec![
-                    "Subject".into(),
-                    "Filename".into(),
-                    Value::Empty,
-                    "OnsetF".into(),
-                ],
-                vec![1.into(), "EP01_5".into(), Value::Empty, 113.into()],
-            ],
-        },
-        SheetData {
-            name: "naming rule1".into(),
-            rows: vec![vec![15.into(), "s15".into(), 1.into()]],
-        },
-    ]
 }

@@ -7,14 +7,6 @@ use std::path::{Path, PathBuf};
 /// Errors about files name the file; errors about data name the row, fold or sample.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file or folder could not be read or written.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file or folder.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
     /// A JSON file could not be parsed or written.
     #[error("{}: {source}", path.display())]
     Json {
@@ -23,8 +15,8 @@ pub enum Error {
         /// serde_json's error.
         source: serde_json::Error,
     },
-    /// A shared helper's file operation failed (atomic write, `.npy`); the path is in
-    /// the message.
+    /// A file or folder could not be read or written (also through the shared helpers:
+    /// atomic writes, `.npy`); the path is in the message.
     #[error(transparent)]
     File(#[from] mer_common::Error),
     /// Training or saving one fold failed.
@@ -117,10 +109,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        Error::File(mer_common::Error::io(path.as_ref(), source))
     }
     pub(crate) fn json(path: impl AsRef<Path>, source: serde_json::Error) -> Self {
         Error::Json {
