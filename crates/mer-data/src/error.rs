@@ -135,6 +135,17 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A flow error without a pair to name (e.g. invalid TV-L1 parameters); where the pair is
+/// known, [`Error::Flow`] is built with it as the context.
+impl From<mer_flow::Error> for Error {
+    fn from(error: mer_flow::Error) -> Self {
+        Error::Flow {
+            context: "optical flow".into(),
+            error,
+        }
+    }
+}
+
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Error::Io {

@@ -124,3 +124,32 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_fold_error_keeps_its_cause_and_names_the_fold() {
+        let io = Error::io(
+            "folds/ta/03.json",
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied"),
+        );
+        let e = Error::Fold {
+            experiment: "ta".into(),
+            fold: 3,
+            subject: "casme2/sub01".into(),
+            source: Box::new(io),
+        };
+        assert_eq!(
+            e.to_string(),
+            "experiment ta fold 3 (casme2/sub01): folds/ta/03.json: denied"
+        );
+        let cause = e.source().expect("the fold's error is its source");
+        assert!(matches!(
+            cause.downcast_ref::<Error>(),
+            Some(Error::File(mer_common::Error::Io { .. }))
+        ));
+    }
+}
