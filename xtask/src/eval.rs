@@ -118,18 +118,6 @@ fn commit() -> String {
     }
 }
 
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 pub fn ablation(a: AblationArgs) -> Result<()> {
     let schedule = a
         .schedule
@@ -146,7 +134,7 @@ pub fn ablation(a: AblationArgs) -> Result<()> {
     };
     let run_name = a.run.clone().unwrap_or_else(|| {
         let tag = match &a.data {
-            Some(d) => sanitize(
+            Some(d) => mer_common::names::file_safe(
                 &d.file_name()
                     .map(|f| f.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "data".into()),
