@@ -147,8 +147,10 @@ mod tests {
             "experiment ta fold 3 (casme2/sub01): folds/ta/03.json: denied"
         );
         let cause = e.source().expect("the fold's error is its source");
+        assert_eq!(cause.to_string(), "folds/ta/03.json: denied");
+        // The cause is the fold's typed error (boxed), not text.
         assert!(matches!(
-            cause.downcast_ref::<Error>(),
+            cause.downcast_ref::<Box<Error>>().map(|b| &**b),
             Some(Error::File(mer_common::Error::Io { .. }))
         ));
     }
