@@ -17,13 +17,6 @@
 use crate::list::{write_list, Class, Dataset, SampleMeta};
 use mer_common::fs::write_atomic;
 use mer_common::rng::{Seeding, SplitMix64};
-
-/// The synthetic database's generator: SplitMix64 under the data key schedule.
-type Rng = SplitMix64;
-
-fn rng(seed: u64, stream: &[u64]) -> Rng {
-    SplitMix64::new(Seeding::DATA, seed, stream)
-}
 use crate::workbook::{write_xls, write_xlsx, SheetData, Value};
 use crate::{Error, Result};
 use opencv::core::{Mat, Vec3b, Vector, VectorToVec};
@@ -31,6 +24,13 @@ use opencv::imgcodecs;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// The synthetic database's generator: SplitMix64 under the data key schedule.
+type Rng = SplitMix64;
+
+fn rng(seed: u64, stream: &[u64]) -> Rng {
+    SplitMix64::new(Seeding::DATA, seed, stream)
+}
 
 /// The expected 3-class list, written at the database's root.
 pub const SYNTH_LIST: &str = "synthetic_3class.csv";
