@@ -15,10 +15,10 @@
 //! expected 3-class list is written to [`SYNTH_LIST`]. Deterministic for a seed.
 
 use crate::list::{write_list, Class, Dataset, SampleMeta};
-use mer_common::fs::write_atomic;
-use mer_common::rng::{Seeding, SplitMix64};
 use crate::workbook::{write_xls, write_xlsx, SheetData, Value};
 use crate::{Error, Result};
+use mer_common::fs::write_atomic;
+use mer_common::rng::{Seeding, SplitMix64};
 use opencv::core::{Mat, Vec3b, Vector, VectorToVec};
 use opencv::imgcodecs;
 use rayon::prelude::*;
