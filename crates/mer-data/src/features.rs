@@ -15,7 +15,7 @@ use crate::list::{read_list, SampleKey, SampleMeta};
 use crate::preprocess::{crop, load_gray, read_color, to_gray, FaceCropper, FEATURE_SIZE};
 use crate::{Error, Result};
 use mer_common::fs::write_atomic;
-use mer_common::hash::fnv1a64;
+use mer_common::hash::{fnv1a64, fnv1a64_hex};
 use mer_flow::strain::{optical_strain, StrainFormula};
 use mer_flow::{GrayImage, TvL1, TvL1Params};
 use opencv::core::MatTraitConst;
@@ -110,7 +110,7 @@ impl FeatureConfig {
     }
     /// The cache key: 16 hex digits of the hash of [`FeatureConfig::key_string`].
     pub fn key(&self) -> String {
-        format!("{:016x}", fnv1a64(self.key_string().as_bytes()))
+        fnv1a64_hex(self.key_string().as_bytes())
     }
 }
 
@@ -224,7 +224,7 @@ pub fn compute_features(
 pub fn source_hash(onset: &Path, apex: &Path) -> Result<String> {
     let a = std::fs::read(onset).map_err(|e| Error::io(onset, e))?;
     let b = std::fs::read(apex).map_err(|e| Error::io(apex, e))?;
-    Ok(format!("{:016x}-{:016x}", fnv1a64(&a), fnv1a64(&b)))
+    Ok(format!("{}-{}", fnv1a64_hex(&a), fnv1a64_hex(&b)))
 }
 
 /// What [`FeatureCache::ensure`] did.

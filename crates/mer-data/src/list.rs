@@ -269,8 +269,7 @@ pub fn parse_list(text: &str, path: &Path) -> Result<Vec<SampleMeta>> {
             )
         })?;
         let frame = |i: usize, what: &str| {
-            f[i].trim()
-                .parse::<u32>()
+            f[i].parse::<u32>()
                 .map_err(|_| err(n, format!("{what} `{}` is not a frame number", f[i])))
         };
         let (onset, apex) = (frame(3, "onset")?, frame(4, "apex")?);
@@ -280,7 +279,7 @@ pub fn parse_list(text: &str, path: &Path) -> Result<Vec<SampleMeta>> {
                 format!("unknown class `{}` (negative, positive or surprise)", f[5]),
             )
         })?;
-        let (subject, sample) = (f[1].trim().to_string(), f[2].trim().to_string());
+        let (subject, sample) = (f[1].clone(), f[2].clone());
         if subject.is_empty() || sample.is_empty() {
             return Err(err(n, "empty subject or sample".into()));
         }

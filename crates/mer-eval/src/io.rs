@@ -9,7 +9,7 @@ use crate::{Error, Result};
 
 pub use mer_common::fs::{write_atomic, write_atomic_with};
 /// FNV-1a, 64 bits: a stable hash for fingerprints (data lists, configurations).
-pub use mer_common::hash::fnv1a64;
+pub use mer_common::hash::{fnv1a64, fnv1a64_hex};
 pub(crate) use mer_common::names::file_safe;
 
 /// Writes `value` as pretty JSON (with a final newline) atomically.

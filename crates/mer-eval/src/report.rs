@@ -476,7 +476,7 @@ pub fn write_report(
         commit: opts.provenance.commit.clone(),
         command: opts.provenance.command.clone(),
         config: state.clone(),
-        experiments_file_hash: format!("{:016x}", crate::io::fnv1a64(&file_text)),
+        experiments_file_hash: crate::io::fnv1a64_hex(&file_text),
         machine,
         invocations,
     };

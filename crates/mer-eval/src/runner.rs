@@ -29,7 +29,7 @@ use mer_model::ModelConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ExperimentSpec, ExperimentsFile, Schedule, ScheduleSpec, TableSpec};
-use crate::io::{fnv1a64, read_json, write_atomic, write_atomic_with, write_json};
+use crate::io::{fnv1a64_hex, read_json, write_atomic, write_atomic_with, write_json};
 use crate::loso::{loso_folds, Fold};
 use crate::report::{write_report, ExperimentSummary};
 use crate::train::{measure_speed, train_fold, FoldJob, FoldRecord};
@@ -220,7 +220,7 @@ pub fn fingerprint(e: &ExperimentSpec, s: &Schedule, seed: u64, list_hash: &str)
         e.input,
         serde_json::to_string(s).unwrap_or_default()
     );
-    format!("{:016x}", fnv1a64(text.as_bytes()))
+    fnv1a64_hex(text.as_bytes())
 }
 
 /// The fold files of an experiment: `(json, weights)`.
@@ -480,7 +480,7 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
         });
     }
     let list_text = format_list(&samples);
-    let list_hash = format!("{:016x}", fnv1a64(list_text.as_bytes()));
+    let list_hash = fnv1a64_hex(list_text.as_bytes());
     write_atomic(&run_dir.join("samples.csv"), list_text.as_bytes())?;
     tracing::info!(
         "{} samples, {} LOSO folds, {} experiments",
