@@ -209,8 +209,9 @@ pub fn sample_ids(samples: &[SampleMeta]) -> Vec<String> {
 }
 
 /// Version of the training procedure's random streams, part of every fingerprint: bumped
-/// when a change makes the same configuration train differently (2: seeded dropout).
-const TRAINING_VERSION: u32 = 2;
+/// when a change makes the same configuration train differently (2: seeded dropout; 3: the
+/// weight-gradient sums in a fixed number of chunks, whatever the thread count).
+const TRAINING_VERSION: u32 = 3;
 
 /// The fingerprint of an experiment in a run: a fold file is reused only if it matches.
 pub fn fingerprint(e: &ExperimentSpec, s: &Schedule, seed: u64, list_hash: &str) -> String {

@@ -290,6 +290,74 @@ mod tests {
         assert_eq!(a, b);
     }
 
+    /// A cell's bits must not depend on how the machine shares its cores (issue 15): the
+    /// same fold trained on one and on two threads, every weight compared bit for bit.
+    #[test]
+    fn a_fold_trains_to_the_same_bits_on_one_and_two_threads() {
+        let dev = Device::Cpu;
+        let n = 22;
+        let x = Tensor::randn(0f32, 1.0, (n, 3, 112, 112), &dev).unwrap();
+        let labels: Vec<usize> = (0..n).map(|i| i % 3).collect();
+        let ids: Vec<String> = (0..n).map(|i| format!("synth/s{}/e{i}", i % 4)).collect();
+        let fold = Fold {
+            number: 2,
+            dataset: "synth".into(),
+            subject: "s1".into(),
+            train: (0..n).filter(|i| i % 4 != 1).collect(),
+            test: (0..n).filter(|i| i % 4 == 1).collect(),
+        };
+        // 16 training samples, batches of 12 and 4: more samples than reduction chunks,
+        // and a short last batch.
+        let schedule = Schedule {
+            name: "t".into(),
+            epochs: 2,
+            batch_size: 12,
+            lr: 1e-3,
+            lr_decay: 0.3,
+            lr_step: 1,
+            eval_every: 1,
+            dropout: 0.5,
+        };
+        for variant in [Variant::Ta, Variant::AllTa] {
+            let job = FoldJob {
+                experiment: "t",
+                fingerprint: "f",
+                model: ModelConfig::new(variant).with_dropout(0.5),
+                schedule: &schedule,
+                seed: 1,
+                fold: &fold,
+                x: &x,
+                labels: &labels,
+                ids: &ids,
+            };
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let (r, m) = pool.install(|| train_fold(&job, &|_| {})).unwrap();
+                // f32 -> f64 is exact (and so is num_batches_tracked's i64).
+                let bits: Vec<(String, Vec<u64>)> = m
+                    .state_dict()
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, t)| {
+                        let t = t.to_dtype(mer_model::candle_core::DType::F64).unwrap();
+                        let v = t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+                        (k, v.into_iter().map(f64::to_bits).collect())
+                    })
+                    .collect();
+                (r.train_loss, r.observations, bits)
+            };
+            let (one, two) = (run(1), run(2));
+            assert_eq!(one.0, two.0, "{variant:?}: training losses");
+            assert_eq!(one.1, two.1, "{variant:?}: observations");
+            for ((k, a), (_, b)) in one.2.iter().zip(&two.2) {
+                assert!(a == b, "{variant:?}: {k} differs between 1 and 2 threads");
+            }
+        }
+    }
+
     #[test]
     fn seeded_initialisation_is_reproducible_and_torch_like() {
         let cfg = ModelConfig::new(Variant::Ta);

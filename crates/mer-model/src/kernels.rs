@@ -153,9 +153,27 @@ fn filled_later<T: Lane>(len: usize) -> Vec<T> {
 /// Number of chunks to split `n` samples into, and the chunk length: one chunk on one
 /// thread, else about four per thread, so that work stealing evens out threads the OS
 /// preempts (the machines are shared).
+///
+/// For work whose chunks are independent (a forward pass: each sample's output is its own),
+/// so the result does not depend on the split.
 fn chunks(n: usize) -> (usize, usize) {
     let nt = rayon::current_num_threads();
-    let want = if nt <= 1 { 1 } else { 4 * nt };
+    split(n, if nt <= 1 { 1 } else { 4 * nt })
+}
+
+/// Chunks of a reduction over the samples (a weight gradient: one partial sum per chunk,
+/// added in chunk order). Their number is fixed, whatever the thread count, so that the
+/// sums are added in the same order and a training step gives the same bits on 1 thread and
+/// on 64 (the runner's cells must not depend on how a machine shares its cores). Eight: what
+/// [`chunks`] picks on two threads, the machines this project is measured on.
+pub(crate) const REDUCTION_CHUNKS: usize = 8;
+
+/// `(number of chunks, chunk length)` of a sum over `n` samples: see [`REDUCTION_CHUNKS`].
+fn reduction_chunks(n: usize) -> (usize, usize) {
+    split(n, REDUCTION_CHUNKS)
+}
+
+fn split(n: usize, want: usize) -> (usize, usize) {
     let len = n.div_ceil(want.clamp(1, n.max(1))).max(1);
     (n.div_ceil(len).max(1), len)
 }

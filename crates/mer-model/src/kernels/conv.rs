@@ -349,7 +349,7 @@ pub(super) fn conv_backward<T: Lane>(
 ) -> Vec<T> {
     let (per_x, ohw, kk) = (g.cin * g.h * g.w, g.ohw(), g.kk());
     let per_y = g.cout * ohw;
-    let (nchunks, len) = chunks(g.n);
+    let (nchunks, len) = reduction_chunks(g.n);
     // dx of a stride-1 convolution is the convolution of dy with the flipped, transposed
     // kernel (padding k-1-p): a gather, written once, instead of a scatter.
     let transposed = need_dx && g.stride == 1 && g.pad < g.k;
