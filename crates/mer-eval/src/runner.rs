@@ -86,6 +86,10 @@ pub struct AblationOptions {
     pub schedule: String,
     /// Fixed epochs instead of the file's (or the sized) number.
     pub epochs: Option<usize>,
+    /// Size the epochs so that the whole run fits this many seconds, from the training
+    /// speed measured at the start (instead of the schedule's fixed epochs). The result
+    /// then depends on the machine's speed: recorded in `run.json` and the manifest.
+    pub budget_secs: Option<f64>,
     /// The data.
     pub data: DataSource,
     /// The feature cache folder.
@@ -536,6 +540,15 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
                 s.schedule.name, opts.schedule
             )));
         }
+        if opts.epochs.is_none() && opts.budget_secs != s.plan.budget_secs {
+            let show =
+                |b: Option<f64>| b.map_or("none (fixed epochs)".to_string(), |b| format!("{b} s"));
+            return Err(mismatch(format!(
+                "setting `budget` differs: the run folder has {}, this invocation {}",
+                show(s.plan.budget_secs),
+                show(opts.budget_secs)
+            )));
+        }
         if opts.epochs.is_some_and(|e| e != s.schedule.epochs) {
             return Err(mismatch(format!(
                 "it was run with {} epochs",
@@ -569,7 +582,12 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
         );
         s
     } else {
-        let fixed = opts.epochs.or(spec.epochs);
+        // Fixed unless a budget is asked for (or the schedule has no epochs).
+        let fixed = opts.epochs.or(if opts.budget_secs.is_some() {
+            None
+        } else {
+            spec.epochs
+        });
         let dropout = spec.dropout.unwrap_or(0.5);
         let models: Vec<ModelConfig> = selected
             .iter()
@@ -579,7 +597,7 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
         let epochs = match fixed {
             Some(e) => e,
             None => {
-                let budget = spec.budget_secs.unwrap_or(600.0);
+                let budget = opts.budget_secs.or(spec.budget_secs).unwrap_or(600.0);
                 let jobs: Vec<(ModelConfig, usize, usize)> = models
                     .iter()
                     .flat_map(|c| folds.iter().map(move |f| (*c, f.train.len(), f.test.len())))
