@@ -544,7 +544,7 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
             let show =
                 |b: Option<f64>| b.map_or("none (fixed epochs)".to_string(), |b| format!("{b} s"));
             return Err(mismatch(format!(
-                "setting `budget` differs: the run folder has {}, this invocation {}",
+                "setting `budget` differs: the run folder has {}, this invocation {}; use another --run name or remove the folder",
                 show(s.plan.budget_secs),
                 show(opts.budget_secs)
             )));
