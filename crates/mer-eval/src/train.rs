@@ -241,30 +241,44 @@ mod tests {
     use super::*;
     use mer_model::Variant;
 
-    #[test]
-    fn a_fold_with_dropout_trains_to_the_same_bits_twice() {
-        let dev = Device::Cpu;
-        let n = 12;
-        let x = Tensor::randn(0f32, 1.0, (n, 3, 112, 112), &dev).unwrap();
-        let labels: Vec<usize> = (0..n).map(|i| i % 3).collect();
-        let ids: Vec<String> = (0..n).map(|i| format!("synth/s{}/e{i}", i % 4)).collect();
+    /// `n` random inputs of `[3, 112, 112]` with classes `i % 3` from four subjects
+    /// (`i % 4`), and fold `number` leaving out subject `left_out`.
+    fn synthetic_fold(
+        n: usize,
+        number: usize,
+        left_out: usize,
+    ) -> (Tensor, Vec<usize>, Vec<String>, Fold) {
+        let x = Tensor::randn(0f32, 1.0, (n, 3, 112, 112), &Device::Cpu).unwrap();
+        let labels = (0..n).map(|i| i % 3).collect();
+        let ids = (0..n).map(|i| format!("synth/s{}/e{i}", i % 4)).collect();
         let fold = Fold {
-            number: 1,
+            number,
             dataset: "synth".into(),
-            subject: "s0".into(),
-            train: (0..n).filter(|i| i % 4 != 0).collect(),
-            test: (0..n).filter(|i| i % 4 == 0).collect(),
+            subject: format!("s{left_out}"),
+            train: (0..n).filter(|i| i % 4 != left_out).collect(),
+            test: (0..n).filter(|i| i % 4 == left_out).collect(),
         };
-        let schedule = Schedule {
+        (x, labels, ids, fold)
+    }
+
+    /// Two epochs with a decay after the first and an observation after each, dropout on.
+    fn two_epochs(batch_size: usize) -> Schedule {
+        Schedule {
             name: "t".into(),
             epochs: 2,
-            batch_size: 4,
+            batch_size,
             lr: 1e-3,
             lr_decay: 0.3,
             lr_step: 1,
             eval_every: 1,
             dropout: 0.5,
-        };
+        }
+    }
+
+    #[test]
+    fn a_fold_with_dropout_trains_to_the_same_bits_twice() {
+        let (x, labels, ids, fold) = synthetic_fold(12, 1, 0);
+        let schedule = two_epochs(4);
         let model = ModelConfig::new(mer_model::Variant::Ta).with_dropout(0.5);
         let job = FoldJob {
             experiment: "ta",
@@ -294,30 +308,10 @@ mod tests {
     /// same fold trained on one and on two threads, every weight compared bit for bit.
     #[test]
     fn a_fold_trains_to_the_same_bits_on_one_and_two_threads() {
-        let dev = Device::Cpu;
-        let n = 22;
-        let x = Tensor::randn(0f32, 1.0, (n, 3, 112, 112), &dev).unwrap();
-        let labels: Vec<usize> = (0..n).map(|i| i % 3).collect();
-        let ids: Vec<String> = (0..n).map(|i| format!("synth/s{}/e{i}", i % 4)).collect();
-        let fold = Fold {
-            number: 2,
-            dataset: "synth".into(),
-            subject: "s1".into(),
-            train: (0..n).filter(|i| i % 4 != 1).collect(),
-            test: (0..n).filter(|i| i % 4 == 1).collect(),
-        };
+        let (x, labels, ids, fold) = synthetic_fold(22, 2, 1);
         // 16 training samples, batches of 12 and 4: more samples than reduction chunks,
         // and a short last batch.
-        let schedule = Schedule {
-            name: "t".into(),
-            epochs: 2,
-            batch_size: 12,
-            lr: 1e-3,
-            lr_decay: 0.3,
-            lr_step: 1,
-            eval_every: 1,
-            dropout: 0.5,
-        };
+        let schedule = two_epochs(12);
         for variant in [Variant::Ta, Variant::AllTa] {
             let job = FoldJob {
                 experiment: "t",
