@@ -1,4 +1,4 @@
-//! `cargo xtask ablation | metrics | attention`: glue over the evaluation crate.
+//! `cargo xtask ablation | report | metrics | attention`: glue over the evaluation crate.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,7 +8,13 @@ use clap::Args;
 use mer_eval::attention::{analyse_attention, format_table5};
 use mer_eval::config::default_experiments_file;
 use mer_eval::metrics::{evaluate_folds, read_predictions};
-use mer_eval::{run_ablation, AblationOptions, DataSource, Parallelism, Provenance};
+use std::sync::Mutex;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use mer_eval::{
+    report_run, run_ablation, AblationOptions, DataSource, Parallelism, Progress, ProgressEvent,
+    Provenance, ReportOutcome, Shard,
+};
 
 use crate::util::project_root;
 
@@ -36,7 +42,7 @@ pub struct AblationArgs {
     #[arg(long)]
     pub schedule: Option<String>,
     /// Train exactly this many epochs (instead of the schedule's or the sized number).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "budget")]
     pub epochs: Option<usize>,
     /// Size the epochs so that the whole run fits SECS seconds, from the training speed
     /// measured at the start (the default schedule has fixed epochs, so that its numbers do
@@ -59,12 +65,49 @@ pub struct AblationArgs {
     /// core) or `serial` (one fold on all cores).
     #[arg(long, default_value = "auto", value_parser = parse_parallelism)]
     pub parallel: Parallelism,
+    /// Train every cell with seeds S..S+N-1, S the experiments file's seed (0 in
+    /// paper.toml). Seed 0 keeps the random streams of a run without seeds.
+    #[arg(long, value_name = "N", conflicts_with = "seed_list")]
+    pub seeds: Option<usize>,
+    /// Train every cell with each of these seeds (comma-separated).
+    #[arg(long, value_name = "S,S,..", num_args = 1.., value_delimiter = ',')]
+    pub seed_list: Vec<u64>,
+    /// Run only shard I of N of the cells (1-based; a fixed assignment balancing their
+    /// cost). Without it, the shard comes from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT
+    /// (minus SLURM_ARRAY_TASK_MIN) or Kubernetes' JOB_COMPLETION_INDEX/JOB_COMPLETIONS when
+    /// set. A shard does not write the report: `cargo xtask report --run NAME` merges them.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Submit the run to Slurm instead of training here: prepares the run folder (data,
+    /// features, settings), writes an array job over the shards and a report job that runs
+    /// after it (`--dependency=afterok`) into `<run>/slurm/`, submits both with sbatch and
+    /// prints their ids.
+    #[arg(long)]
+    pub slurm: bool,
+    /// Slurm partition (default: the cluster's default).
+    #[arg(long, requires = "slurm")]
+    pub partition: Option<String>,
+    /// Slurm time limit of each array task (e.g. `02:00:00`).
+    #[arg(long, requires = "slurm")]
+    pub time: Option<String>,
+    /// CPUs per array task (the threads each task trains with).
+    #[arg(long, requires = "slurm", default_value_t = 1)]
+    pub cpus_per_task: usize,
+    /// At most this many array tasks at once (`--array=...%K`).
+    #[arg(long, requires = "slurm")]
+    pub max_parallel: Option<usize>,
+    /// Array tasks (shards) of a Slurm run (default: one per cell, at most 1000).
+    #[arg(long, requires = "slurm")]
+    pub shards: Option<usize>,
+    /// Write the sbatch scripts and print the commands, without submitting.
+    #[arg(long, requires = "slurm")]
+    pub dry_run: bool,
     /// No progress bars.
     #[arg(long)]
     pub no_progress: bool,
-    /// Stop after this many folds have been trained (simulates an interrupted run; for tests).
+    /// Stop after this many cells have been trained (simulates an interrupted run; for tests).
     #[arg(long, hide = true)]
-    pub stop_after_folds: Option<usize>,
+    pub stop_after_cells: Option<usize>,
 }
 
 fn parse_parallelism(s: &str) -> std::result::Result<Parallelism, String> {
@@ -87,10 +130,23 @@ pub struct MetricsArgs {
 }
 
 #[derive(Args)]
+pub struct ReportArgs {
+    /// The run (folder name under `results/`; default: the most recent run).
+    #[arg(long)]
+    pub run: Option<String>,
+    /// The folder of run folders.
+    #[arg(long, default_value_os_t = project_root().join("results"))]
+    pub results: PathBuf,
+}
+
+#[derive(Args)]
 pub struct AttentionArgs {
     /// The run (folder name under `results/`; default: the most recent run).
     #[arg(long)]
     pub run: Option<String>,
+    /// The seed whose models to analyse (default: the run's first).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// The sample of Fig. 5, `dataset/subject/sample` (default: the first positive test
     /// sample of fold 1).
     #[arg(long)]
@@ -123,7 +179,15 @@ fn commit() -> String {
     }
 }
 
-pub fn ablation(a: AblationArgs) -> Result<()> {
+fn provenance() -> Provenance {
+    Provenance {
+        commit: commit(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// The run's options from the command line.
+fn options(a: &AblationArgs) -> Result<AblationOptions> {
     let schedule = a
         .schedule
         .clone()
@@ -162,11 +226,27 @@ pub fn ablation(a: AblationArgs) -> Result<()> {
             "--budget {b}: expected a positive number of seconds"
         );
     }
-    let opts = AblationOptions {
+    let seeds = match (a.seeds, a.seed_list.is_empty()) {
+        (Some(0), _) => bail!("--seeds 0: expected at least one seed"),
+        (Some(n), _) => {
+            let base = mer_eval::config::ExperimentsFile::load(&a.config)?.seed;
+            (0..n as u64).map(|i| base + i).collect()
+        }
+        (None, false) => a.seed_list.clone(),
+        (None, true) => Vec::new(),
+    };
+    let shard = match &a.shard {
+        Some(s) => Some(s.parse::<Shard>()?),
+        None if a.slurm => None,
+        None => Shard::from_env(|k| std::env::var(k).ok())?,
+    };
+    Ok(AblationOptions {
         experiments_file: a.config.clone(),
         schedule,
         epochs: a.epochs,
         budget_secs: a.budget,
+        seeds,
+        shard,
         data,
         cache_dir: a.cache.clone(),
         results_dir: a.results.clone(),
@@ -174,46 +254,176 @@ pub fn ablation(a: AblationArgs) -> Result<()> {
         only: a.only.clone(),
         parallelism: a.parallel,
         threads,
-        stop_after_folds: a.stop_after_folds,
-        progress: !a.no_progress,
-        provenance: Provenance {
-            commit: commit(),
-            command: std::env::args().collect::<Vec<_>>().join(" "),
+        stop_after_cells: a.stop_after_cells,
+        progress: if a.no_progress {
+            Progress::log()
+        } else {
+            bars()
         },
-    };
-    let out = run_ablation(&opts)?;
+        provenance: provenance(),
+    })
+}
+
+/// Progress bars for the runner's events: one for the cells, one per worker for epochs.
+fn bars() -> Progress {
+    struct Bars {
+        multi: MultiProgress,
+        total: Option<ProgressBar>,
+        workers: Vec<ProgressBar>,
+    }
+    let state = Mutex::new(Bars {
+        multi: MultiProgress::new(),
+        total: None,
+        workers: Vec::new(),
+    });
+    Progress::new(move |e| {
+        let mut b = state.lock().unwrap();
+        match e {
+            ProgressEvent::Planned {
+                cells,
+                epochs,
+                workers,
+            } => {
+                let total = b.multi.add(ProgressBar::new(*cells as u64));
+                total.set_style(
+                    ProgressStyle::with_template(
+                        "cells  [{bar:30}] {pos}/{len} ({elapsed}, eta {eta}) {msg}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                b.total = Some(total);
+                b.workers = (0..*workers)
+                    .map(|_| {
+                        let w = b.multi.add(ProgressBar::new(*epochs as u64));
+                        w.set_style(
+                            ProgressStyle::with_template(
+                                "  {msg:34} [{bar:20}] epoch {pos}/{len} (eta {eta})",
+                            )
+                            .expect("valid template")
+                            .progress_chars("=> "),
+                        );
+                        w
+                    })
+                    .collect();
+            }
+            ProgressEvent::CellStarted {
+                worker,
+                cell,
+                subject,
+            } => {
+                if let Some(w) = b.workers.get(*worker) {
+                    w.reset();
+                    w.set_message(format!("{} s{} {subject}", cell.experiment, cell.seed));
+                }
+            }
+            ProgressEvent::Epoch { worker, epoch } => {
+                if let Some(w) = b.workers.get(*worker) {
+                    w.set_position(*epoch as u64);
+                }
+            }
+            ProgressEvent::CellFinished { line, .. } => {
+                let _ = b.multi.println(line);
+                if let Some(t) = &b.total {
+                    t.inc(1);
+                }
+            }
+            ProgressEvent::TrainingDone => {
+                for w in b.workers.drain(..) {
+                    w.finish_and_clear();
+                }
+                if let Some(t) = b.total.take() {
+                    t.finish_and_clear();
+                }
+            }
+        }
+    })
+}
+
+fn print_summaries(r: &ReportOutcome) {
     println!(
-        "\nrun {} ({} folds trained, {} reused) in {:.0} s",
-        out.run_dir.display(),
-        out.trained_folds,
-        out.reused_folds,
-        out.wall_secs
+        "{:<10} {:>6} {:>8} {:>8} {:>17} {:>10} {:>10} {:>7}",
+        "experiment", "seeds", "UAR", "UF1", "UAR 95% CI", "dUAR(ta)", "paper UAR", "params"
     );
-    println!(
-        "{:<10} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7}",
-        "experiment", "UAR", "UF1", "fold UAR", "fold UF1", "paper UAR", "paper UF1", "params"
-    );
-    for s in &out.summaries {
-        match &s.scores {
-            Some(p) => println!(
-                "{:<10} {:>8.4} {:>8.4} {:>10.4} {:>10.4} {:>10.4} {:>10.4} {:>7}",
+    for s in &r.summaries {
+        match &s.aggregate {
+            Some(a) => println!(
+                "{:<10} {:>6} {:>8.4} {:>8.4} {:>17} {:>10} {:>10.4} {:>7}",
                 s.spec.name,
-                p.honest_pooled.uar,
-                p.honest_pooled.uf1,
-                p.honest_fold_mean.uar,
-                p.honest_fold_mean.uf1,
-                p.paper.uar,
-                p.paper.uf1,
+                a.seeds.len(),
+                a.uar.mean,
+                a.uf1.mean,
+                format!(
+                    "[{:.3}, {:.3}]",
+                    a.interval.uar_ci.low, a.interval.uar_ci.high
+                ),
+                a.vs_reference
+                    .as_ref()
+                    .map_or(String::new(), |d| format!("{:+.4}", d.uar)),
+                a.paper_uar.mean,
                 s.params
             ),
             None => println!(
-                "{:<10} incomplete ({}/{} folds)",
-                s.spec.name, s.folds_done, s.folds_total
+                "{:<10} incomplete ({}/{} cells)",
+                s.spec.name, s.cells_done, s.cells_total
             ),
         }
     }
-    println!("(UAR/UF1: honest protocol, pooled at the last epoch; paper: best epoch chosen on the test folds)");
-    println!("report: {}", out.report.display());
+    println!("(UAR/UF1: honest protocol, pooled at the last epoch, mean over seeds; CI: bootstrap over subjects; paper: best epoch chosen on the test folds)");
+    if !r.missing.is_empty() {
+        println!(
+            "{} of {} cells missing (listed in the report)",
+            r.missing.len(),
+            r.cells_total
+        );
+    }
+    println!("report: {}", r.report.display());
+}
+
+pub fn ablation(a: AblationArgs) -> Result<()> {
+    let opts = options(&a)?;
+    if a.slurm {
+        return crate::slurm::submit(&a, &opts);
+    }
+    let out = run_ablation(&opts)?;
+    match &out.report {
+        Some(r) => {
+            println!(
+                "\nrun {} ({} cells trained, {} reused) in {:.0} s",
+                out.run_dir.display(),
+                out.trained_cells,
+                out.reused_cells,
+                out.wall_secs
+            );
+            print_summaries(r);
+        }
+        None => println!(
+            "\nrun {}: shard done ({} of its {} cells trained, {} reused) in {:.0} s; when every shard is done: cargo xtask report --run {}",
+            out.run_dir.display(),
+            out.trained_cells,
+            out.shard_cells,
+            out.reused_cells,
+            out.wall_secs,
+            out.settings.run
+        ),
+    }
+    Ok(())
+}
+
+pub fn report(a: ReportArgs) -> Result<()> {
+    let run = match &a.run {
+        Some(r) => r.clone(),
+        None => latest_run(&a.results)?,
+    };
+    let dir = a.results.join(&run);
+    let r = report_run(&dir, &provenance()).with_context(|| format!("run {}", dir.display()))?;
+    println!(
+        "run {}: {} of {} cells finished",
+        dir.display(),
+        r.cells_done,
+        r.cells_total
+    );
+    print_summaries(&r);
     Ok(())
 }
 
@@ -255,7 +465,7 @@ pub fn attention(a: AttentionArgs) -> Result<()> {
         None => latest_run(&a.results)?,
     };
     let dir = a.results.join(&run);
-    let r = analyse_attention(&dir, &a.experiment, a.sample.as_deref())
+    let r = analyse_attention(&dir, &a.experiment, a.seed, a.sample.as_deref())
         .with_context(|| format!("run {}", dir.display()))?;
     println!("Table 5 (run {run}, experiment {}):\n", r.experiment);
     print!("{}", format_table5(&r));

@@ -10,6 +10,7 @@ mod data;
 mod eval;
 mod flow;
 mod model;
+mod slurm;
 mod util;
 
 /// Off-TANet micro-expression recognition toolkit.
@@ -36,7 +37,9 @@ enum Cmd {
     /// Compute the onset->apex flow features of a sample list into a cache.
     Features(data::FeaturesArgs),
     /// The paper's experiments (Tables 3-4, Fig. 4) with LOSO training: the main job.
-    Ablation(eval::AblationArgs),
+    Ablation(Box<eval::AblationArgs>),
+    /// The report of a run folder from its finished cells (after shards or Slurm jobs).
+    Report(eval::ReportArgs),
     /// UAR / UF1 of a predictions CSV (`fold,truth,pred`).
     Metrics(eval::MetricsArgs),
     /// Attention maps (Fig. 5) and their sparseness (Table 5) of a finished run.
@@ -56,7 +59,8 @@ fn main() -> std::process::ExitCode {
         Cmd::Index(a) => data::index(a).map(|()| std::process::ExitCode::SUCCESS),
         Cmd::Synth(a) => data::synth(a).map(|()| std::process::ExitCode::SUCCESS),
         Cmd::Features(a) => data::features(a).map(|()| std::process::ExitCode::SUCCESS),
-        Cmd::Ablation(a) => eval::ablation(a).map(|()| std::process::ExitCode::SUCCESS),
+        Cmd::Ablation(a) => eval::ablation(*a).map(|()| std::process::ExitCode::SUCCESS),
+        Cmd::Report(a) => eval::report(a).map(|()| std::process::ExitCode::SUCCESS),
         Cmd::Metrics(a) => eval::metrics(a).map(|()| std::process::ExitCode::SUCCESS),
         Cmd::Attention(a) => eval::attention(a).map(|()| std::process::ExitCode::SUCCESS),
         Cmd::Bench(c) => bench::run(c).map(|()| std::process::ExitCode::SUCCESS),

@@ -148,6 +148,7 @@ fn ablation_end_to_end_on_a_tiny_database() {
     for f in [
         "fig4_params_uar.png",
         "fig4_params_uf1.png",
+        "learning_curves.png",
         "confusion/ta.png",
         "confusion/res.png",
     ] {
@@ -155,7 +156,7 @@ fn ablation_end_to_end_on_a_tiny_database() {
     }
     // One JSON and one safetensors per fold and experiment; no subject on both sides.
     for exp in ["ta", "res"] {
-        let d = run.join("folds").join(exp);
+        let d = run.join("cells").join(exp).join("seed-1");
         let mut jsons: Vec<PathBuf> = std::fs::read_dir(&d)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -192,6 +193,8 @@ fn ablation_end_to_end_on_a_tiny_database() {
         "Honest",
         "Table 5",
         "fig5_",
+        "6 of 6 cells",
+        "This run has one seed",
     ] {
         assert!(
             report.contains(needle),
@@ -206,12 +209,12 @@ fn ablation_end_to_end_on_a_tiny_database() {
     assert_eq!(fig5.len(), 1);
     let manifest: serde_json::Value =
         serde_json::from_str(&read(&run.join("manifest.json"))).unwrap();
-    for k in ["commit", "config", "machine", "invocations"] {
+    for k in ["commit", "settings", "machine", "invocations"] {
         assert!(!manifest[k].is_null(), "manifest lacks {k}");
     }
-    assert_eq!(manifest["config"]["schedule"]["epochs"], 2);
-    assert_eq!(manifest["config"]["plan"]["mode"], "folds");
-    assert!(manifest["config"]["list_hash"].as_str().unwrap().len() == 16);
+    assert_eq!(manifest["settings"]["schedule"]["epochs"], 2);
+    assert_eq!(manifest["invocations"][0]["plan"]["mode"], "folds");
+    assert!(manifest["settings"]["list_hash"].as_str().unwrap().len() == 16);
 
     // `metrics` on the written predictions gives the summary's pooled and fold-mean scores.
     let summary = read(&run.join("summary.csv"));
@@ -284,7 +287,7 @@ fn interrupted_run_resumes_to_the_same_report() {
     let common = ["--only", "ta", "--threads", "1"];
     ok(&ablation(dir, "straight", &common), "uninterrupted run");
     let mut stop = common.to_vec();
-    stop.extend(["--stop-after-folds", "2"]);
+    stop.extend(["--stop-after-cells", "2"]);
     let out = ablation(dir, "resumed", &stop);
     assert!(!out.status.success());
     assert!(
@@ -292,7 +295,7 @@ fn interrupted_run_resumes_to_the_same_report() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let folds = dir.join("results/resumed/folds/ta");
+    let folds = dir.join("results/resumed/cells/ta/seed-1");
     let count = |ext: &str| {
         std::fs::read_dir(&folds)
             .unwrap()
@@ -329,35 +332,266 @@ fn interrupted_run_resumes_to_the_same_report() {
     }
     let manifest: serde_json::Value =
         serde_json::from_str(&read(&dir.join("results/resumed/manifest.json"))).unwrap();
-    assert_eq!(manifest["invocations"][0]["timing"]["reused_folds"], 2);
-    assert_eq!(manifest["invocations"][0]["timing"]["trained_folds"], 1);
-    // Same results: summary, predictions and report (but its timing line and run name).
+    // The stopped invocation and the resumed one.
+    let inv = &manifest["invocations"];
+    assert_eq!(inv[0]["timing"]["trained_cells"], 2);
+    assert_eq!(inv[1]["timing"]["reused_cells"], 2);
+    assert_eq!(inv[1]["timing"]["trained_cells"], 1);
+    // Same results: summary, predictions and report (but the invocation lines and run name).
+    same_results(dir, "straight", "resumed", &["ta"]);
+    // A rerun of a finished run trains nothing.
+    let again = ok(&ablation(dir, "resumed", &common), "rerun");
+    assert!(again.contains("0 cells trained, 3 reused"), "{again}");
+    // A different schedule in the same run folder is refused, naming the setting.
+    let clash = ablation(dir, "resumed", &["--only", "ta", "--epochs", "5"]);
+    assert!(!clash.status.success());
+    let err = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        err.contains("setting `epochs` differs: the run folder has 2, this invocation 5"),
+        "{err}"
+    );
+}
+
+/// The report files of two runs agree, but for the lines that say who trained what and
+/// how fast, and the runs' names.
+fn same_results(dir: &Path, a: &str, b: &str, experiments: &[&str]) {
     let strip = |s: String| {
         s.lines()
-            .filter(|l| !l.contains("Wall time"))
-            .map(|l| l.replace("straight", "RUN").replace("resumed", "RUN"))
+            .filter(|l| !l.starts_with("- Invocation"))
+            .map(|l| l.replace(a, "RUN").replace(b, "RUN"))
             .collect::<Vec<_>>()
             .join("\n")
     };
-    for f in [
+    let mut files: Vec<String> = [
         "summary.csv",
-        "predictions/ta.csv",
+        "seeds.csv",
         "REPORT.md",
         "attention/TABLE5.md",
-    ] {
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    files.extend(experiments.iter().map(|e| format!("predictions/{e}.csv")));
+    for f in files {
         assert_eq!(
-            strip(read(&dir.join("results/straight").join(f))),
-            strip(read(&dir.join("results/resumed").join(f))),
-            "{f} differs"
+            strip(read(&dir.join("results").join(a).join(&f))),
+            strip(read(&dir.join("results").join(b).join(&f))),
+            "{f} differs between {a} and {b}"
         );
     }
-    // A rerun of a finished run trains nothing.
-    let again = ok(&ablation(dir, "resumed", &common), "rerun");
-    assert!(again.contains("0 folds trained, 3 reused"), "{again}");
-    // A different schedule in the same run folder is refused.
-    let clash = ablation(dir, "resumed", &["--only", "ta", "--epochs", "5"]);
+}
+
+/// The finished cell files of a run, with their modification times.
+fn cell_files(run: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![run.join("cells")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "json")
+                && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+            {
+                out.push((
+                    p.clone(),
+                    std::fs::metadata(&p).unwrap().modified().unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Two seeds of `ta` (6 cells) in one process; the same grid as three shards running at
+/// once into one run folder, then `report`: the same report, number for number. A shard
+/// with a changed setting or another grid is refused, naming what differs.
+#[test]
+fn concurrent_shards_give_the_report_of_one_process() {
+    let dir = setup();
+    let grid = ["--only", "ta", "--seeds", "2", "--threads", "1"];
+    ok(&ablation(dir, "one", &grid), "single-process run");
+    let shards: Vec<_> = (1..=3)
+        .map(|i| {
+            let mut args = grid.to_vec();
+            let s = format!("{i}/3");
+            args.extend(["--shard", &s]);
+            let p = |s: &str| dir.join(s).to_str().unwrap().to_string();
+            let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+            c.args([
+                "ablation",
+                "--data",
+                &p("db"),
+                "--config",
+                &p("tiny.toml"),
+                "--schedule",
+                "tiny",
+                "--results",
+                &p("results"),
+                "--cache",
+                &p("cache"),
+                "--run",
+                "sharded",
+                "--no-progress",
+            ]);
+            c.args(&args);
+            c.spawn().unwrap()
+        })
+        .collect();
+    for mut c in shards {
+        assert!(c.wait().unwrap().success(), "a shard failed");
+    }
+    let run = dir.join("results/sharded");
+    assert!(!run.join("REPORT.md").exists(), "a shard wrote the report");
+    assert_eq!(cell_files(&run).len(), 6);
+    let out = ok(
+        &xtask(&[
+            "report",
+            "--results",
+            dir.join("results").to_str().unwrap(),
+            "--run",
+            "sharded",
+        ]),
+        "report",
+    );
+    assert!(out.contains("6 of 6 cells finished"), "{out}");
+    same_results(dir, "one", "sharded", &["ta", "ta.seed-2"]);
+    let report = read(&run.join("REPORT.md"));
+    assert!(
+        report.contains("seed(s) 1, 2") && report.contains("± "),
+        "{report}"
+    );
+    assert!(report.contains("- Invocation 3 (shard"), "{report}");
+
+    // A shard with another epoch count, or another grid, is refused.
+    let clash = ablation(
+        dir,
+        "sharded",
+        &[
+            "--only", "ta", "--seeds", "2", "--shard", "1/3", "--epochs", "3",
+        ],
+    );
     assert!(!clash.status.success());
-    assert!(String::from_utf8_lossy(&clash.stderr).contains("it was run with 2 epochs"));
+    let err = String::from_utf8_lossy(&clash.stderr);
+    assert!(err.contains("setting `epochs` differs"), "{err}");
+    let clash = ablation(
+        dir,
+        "sharded",
+        &["--only", "ta", "--seeds", "3", "--shard", "1/3"],
+    );
+    assert!(!clash.status.success());
+    let err = String::from_utf8_lossy(&clash.stderr);
+    assert!(err.contains("setting `grid` differs"), "{err}");
+
+    // The cells a run lacks are listed.
+    let mut part = grid.to_vec();
+    part.extend(["--shard", "2/3"]);
+    ok(&ablation(dir, "partial", &part), "one shard");
+    let out = ok(
+        &xtask(&[
+            "report",
+            "--results",
+            dir.join("results").to_str().unwrap(),
+            "--run",
+            "partial",
+        ]),
+        "report of a partial run",
+    );
+    assert!(out.contains("of 6 cells finished"), "{out}");
+    let report = read(&dir.join("results/partial/REPORT.md"));
+    assert!(
+        report.contains("## Missing cells") && report.contains("folds missing"),
+        "{report}"
+    );
+}
+
+/// A shard killed with SIGKILL in the middle of its cells, then rerun: the cells it had
+/// finished are kept as they were (not retrained), it trains only the rest, and the run
+/// ends with the report of an uninterrupted run.
+#[cfg(unix)]
+#[test]
+fn a_killed_shard_loses_only_its_cell_in_progress() {
+    let dir = setup();
+    let grid = [
+        "--only",
+        "ta",
+        "--seeds",
+        "2",
+        "--threads",
+        "1",
+        "--parallel",
+        "serial",
+    ];
+    ok(&ablation(dir, "unkilled", &grid), "uninterrupted run");
+    let p = |s: &str| dir.join(s).to_str().unwrap().to_string();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.args([
+        "ablation",
+        "--data",
+        &p("db"),
+        "--config",
+        &p("tiny.toml"),
+        "--schedule",
+        "tiny",
+        "--results",
+        &p("results"),
+        "--cache",
+        &p("cache"),
+        "--run",
+        "killed",
+        "--no-progress",
+    ])
+    .args(grid)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let run = dir.join("results/killed");
+    let t0 = std::time::Instant::now();
+    while cell_files(&run).is_empty() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before a cell was seen"
+        );
+        assert!(t0.elapsed().as_secs() < 300, "no cell after 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = cell_files(&run);
+    assert!(
+        !before.is_empty() && before.len() < 6,
+        "{} cells at the kill",
+        before.len()
+    );
+    let out = ok(&ablation(dir, "killed", &grid), "rerun after the kill");
+    let trained = 6 - before.len();
+    assert!(
+        out.contains(&format!(
+            "({trained} cells trained, {} reused)",
+            before.len()
+        )),
+        "{out}"
+    );
+    let after = cell_files(&run);
+    assert_eq!(after.len(), 6);
+    for (p, t) in &before {
+        assert!(
+            after.contains(&(p.clone(), *t)),
+            "{} was rewritten",
+            p.display()
+        );
+    }
+    same_results(dir, "unkilled", "killed", &["ta", "ta.seed-2"]);
+    // The killed invocation's record stays, marked unfinished.
+    let report = read(&run.join("REPORT.md"));
+    assert!(
+        report.contains("unfinished (running or killed)"),
+        "{report}"
+    );
 }
 
 #[test]

@@ -15,16 +15,15 @@
 use std::path::{Path, PathBuf};
 
 use mer_data::features::{FeatureCache, FeatureConfig, InputKind};
-use mer_data::list::read_list;
 use mer_data::SampleMeta;
 use mer_model::candle_core::{Device, Tensor};
 use mer_model::OffTaNet;
 use serde::{Deserialize, Serialize};
 
-use crate::io::{read_json, write_atomic, write_json};
-use crate::loso::{loso_folds, Fold};
+use crate::io::{write_atomic, write_json};
+use crate::loso::Fold;
 use crate::plot::{heatmaps_png, Panel};
-use crate::runner::{fold_paths, RunState};
+use crate::run_dir::{RunFolder, RunSettings};
 use crate::{Error, Result};
 
 /// `Soft_t(x)`: the number of elements below `t` (eq. 13).
@@ -177,6 +176,8 @@ pub fn sparseness(fold: &Fold, maps: &[SampleMaps]) -> SparsenessRow {
 pub struct AttentionReport {
     /// The experiment analysed.
     pub experiment: String,
+    /// The seed of its models.
+    pub seed: u64,
     /// Table 5, one row per fold.
     pub rows: Vec<SparsenessRow>,
     /// The sample of Fig. 5.
@@ -187,35 +188,41 @@ pub struct AttentionReport {
     pub figure: PathBuf,
 }
 
-/// Reads a run folder's state and sample list.
-pub fn load_run(run_dir: &Path) -> Result<(RunState, Vec<SampleMeta>, Vec<Fold>)> {
-    let state: RunState = read_json(&run_dir.join("run.json"))?;
-    let samples = read_list(&run_dir.join("samples.csv"))?;
-    let folds = loso_folds(&samples);
-    Ok((state, samples, folds))
+/// Reads a run folder's settings and sample list.
+pub fn load_run(run_dir: &Path) -> Result<(RunSettings, Vec<SampleMeta>, Vec<Fold>)> {
+    let folder = RunFolder::open(run_dir)?;
+    let (samples, folds) = folder.samples()?;
+    Ok((folder.settings()?, samples, folds))
 }
 
-/// Fig. 5 and Table 5 of `experiment` in a finished run: every fold's saved final model on
-/// its test samples; the figure for `sample` (`dataset/subject/sample`; default: the first
-/// positive sample of fold 1, else its first sample). Writes `attention/` in the run folder.
+/// Fig. 5 and Table 5 of `experiment` in a finished run: every fold's saved final model
+/// (of `seed`; default: the first seed asked for) on its test samples; the figure for
+/// `sample` (`dataset/subject/sample`; default: the first positive sample of fold 1, else
+/// its first sample). Writes `attention/` in the run folder.
 pub fn analyse_attention(
     run_dir: &Path,
     experiment: &str,
+    seed: Option<u64>,
     sample: Option<&str>,
 ) -> Result<AttentionReport> {
+    let folder = RunFolder::open(run_dir)?;
     let (state, samples, folds) = load_run(run_dir)?;
-    let spec = state.experiments.get(experiment).ok_or_else(|| {
-        Error::Invalid(format!(
-            "run {} has no experiment `{experiment}` (it has {})",
-            run_dir.display(),
-            state
-                .experiments
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    })?;
+    let expected = folder.expected()?;
+    let (spec, seeds) = expected
+        .iter()
+        .find(|(e, _)| e.name == experiment)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "run {} has no experiment `{experiment}` (it has {})",
+                run_dir.display(),
+                expected
+                    .iter()
+                    .map(|(e, _)| e.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+    let seed = seed.unwrap_or(seeds[0]);
     let cfg = spec.model_config(state.schedule.dropout)?;
     let kind = spec.input_kind()?;
     let cache = FeatureCache::new(&state.cache_dir, FeatureConfig::default());
@@ -240,7 +247,7 @@ pub fn analyse_attention(
     let mut rows = Vec::new();
     let mut fig = None;
     for f in &folds {
-        let (_, weights) = fold_paths(run_dir, experiment, f);
+        let (_, weights) = folder.cell_paths(experiment, seed, f);
         if !weights.exists() {
             return Err(Error::Incomplete(format!(
                 "{}: no saved model; finish the run first",
@@ -296,6 +303,7 @@ pub fn analyse_attention(
     )?;
     let report = AttentionReport {
         experiment: experiment.to_string(),
+        seed,
         rows,
         sample: ids[chosen].clone(),
         sample_fold,

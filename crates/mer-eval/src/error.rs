@@ -99,8 +99,8 @@ pub enum Error {
     /// An argument is out of range or inconsistent.
     #[error("invalid argument: {0}")]
     Invalid(String),
-    /// The run was asked to stop early (`stop_after_folds`); finished folds are kept.
-    #[error("stopped after {0} newly finished folds as asked; rerun to resume")]
+    /// The run was asked to stop early (`stop_after_cells`); finished cells are kept.
+    #[error("stopped after {0} newly finished cells as asked; rerun to resume")]
     Stopped(usize),
 }
 

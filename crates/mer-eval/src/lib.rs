@@ -13,10 +13,16 @@
 //!   mini-batches) with test evaluations at the observation epochs.
 //! - [`protocol`]: the "honest" protocol (pooled at a fixed epoch, the headline) and the
 //!   "paper" protocol (per-fold mean at the best observation epoch, chosen on the test folds).
-//! - [`runner`]: the whole experiment run: data, features, schedule sizing from measured
-//!   speed, folds in parallel, resumable run folders written atomically.
-//! - [`report`], [`plot`], [`attention`]: `REPORT.md`, `summary.csv`, Fig. 4 and 5 as PNG,
-//!   Table 5 (sparseness of the attention maps), the manifest.
+//! - [`run_dir`]: the run folder: its settings (created once, checked by every invocation),
+//!   one file per finished cell (experiment x seed x fold), one record per invocation.
+//! - [`plan`]: the grid's cells, their static costs, shards (`--shard I/N`, Slurm arrays,
+//!   Kubernetes indexed jobs).
+//! - [`runner`]: the whole experiment run in steps (prepare, plan, train, report), cells in
+//!   parallel, resumable, progress through a callback.
+//! - [`report`], [`stats`], [`plot`], [`attention`]: `REPORT.md` from the cells on disk,
+//!   `summary.csv`, means and spreads over seeds, bootstrap intervals over subjects and
+//!   paired differences, Fig. 4 and 5 as PNG, learning curves, Table 5 (sparseness of the
+//!   attention maps), the manifest.
 //!
 //! ## Example
 //!
@@ -52,12 +58,20 @@ mod error;
 pub mod io;
 pub mod loso;
 pub mod metrics;
+pub mod plan;
 pub mod plot;
 pub mod protocol;
 pub mod report;
+pub mod run_dir;
 pub mod runner;
+pub mod stats;
 pub mod train;
 
 pub use error::{Error, Result};
 pub use metrics::{evaluate_folds, scores, Confusion, MetricsReport, Scores, UarUf1};
-pub use runner::{run_ablation, AblationOptions, DataSource, Parallelism, Provenance, RunOutcome};
+pub use plan::Shard;
+pub use report::{report_run, ReportOutcome};
+pub use runner::{
+    run_ablation, AblationOptions, DataSource, Parallelism, Progress, ProgressEvent, Provenance,
+    RunOutcome,
+};

@@ -1,4 +1,5 @@
-//! PNG figures with plotters: the Fig. 4 scatter (parameters vs score), confusion matrices
+//! PNG figures with plotters: the Fig. 4 scatter (parameters vs score, with error bars),
+//! learning curves, confusion matrices
 //! and the Fig. 5 attention heatmaps over the face. Text is drawn with the embedded DejaVu
 //! Sans font (`assets/DejaVuSans.ttf`, Bitstream Vera license, see
 //! `assets/LICENSE-DejaVu.txt`), so plots render on machines without system fonts.
@@ -53,6 +54,8 @@ pub struct Point {
     pub x: f64,
     /// y (UAR or UF1).
     pub y: f64,
+    /// Half-length of a vertical error bar (one standard deviation over seeds), if any.
+    pub y_err: Option<f64>,
     /// Highlighted (the full model).
     pub highlight: bool,
 }
@@ -73,7 +76,10 @@ pub fn scatter_png(
     }
     let pad = ((x1 - x0) * 0.12).max(1000.0);
     let (x0, x1) = ((x0 - pad).max(0.0), x1 + pad * 1.8);
-    let ymax = points.iter().map(|p| p.y).fold(0.0f64, f64::max);
+    let ymax = points
+        .iter()
+        .map(|p| p.y + p.y_err.unwrap_or(0.0))
+        .fold(0.0f64, f64::max);
     let (y0, y1) = (0.0, (ymax + 0.1).clamp(0.5, 1.0));
     render(path, (900, 620), |root| {
         let mut chart = ChartBuilder::on(root)
@@ -101,6 +107,14 @@ pub fn scatter_png(
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
         }
         chart
+            .draw_series(points.iter().filter_map(|p| {
+                let color = if p.highlight { RED } else { BLUE };
+                p.y_err.map(|e| {
+                    ErrorBar::new_vertical(p.x, p.y - e, p.y, p.y + e, color.stroke_width(2), 10)
+                })
+            }))
+            .map_err(s)?;
+        chart
             .draw_series(points.iter().map(|p| {
                 let color = if p.highlight { RED } else { BLUE };
                 EmptyElement::at((p.x, p.y))
@@ -118,6 +132,108 @@ pub fn scatter_png(
                 .draw()
                 .map_err(s)?;
         }
+        Ok(())
+    })
+}
+
+/// A line of [`lines_png`]: `(x, y, error bar half-length)` points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Legend label.
+    pub label: String,
+    /// The points, in x order.
+    pub points: Vec<(f64, f64, Option<f64>)>,
+}
+
+/// Lines with markers and optional vertical error bars (the learning curves), with the
+/// chance level.
+pub fn lines_png(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+    chance: Option<f64>,
+) -> Result<()> {
+    let xs = series.iter().flat_map(|l| l.points.iter().map(|p| p.0));
+    let x1 = xs.fold(1.0f64, f64::max);
+    let ymax = series
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.1 + p.2.unwrap_or(0.0)))
+        .fold(0.0f64, f64::max);
+    let y1 = (ymax + 0.1).clamp(0.5, 1.0);
+    let palette = [
+        BLUE,
+        RED,
+        GREEN,
+        MAGENTA,
+        CYAN,
+        BLACK,
+        RGBColor(230, 140, 0),
+        RGBColor(120, 70, 20),
+    ];
+    render(path, (900, 620), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FAMILY, 20))
+            .margin(18)
+            .x_label_area_size(50)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x1 * 1.05, 0.0..y1)
+            .map_err(s)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .y_label_formatter(&|v| format!("{v:.2}"))
+            .label_style((FAMILY, 14))
+            .axis_desc_style((FAMILY, 16))
+            .draw()
+            .map_err(s)?;
+        if let Some(c) = chance {
+            chart
+                .draw_series(LineSeries::new(
+                    vec![(0.0, c), (x1 * 1.05, c)],
+                    BLACK.mix(0.4),
+                ))
+                .map_err(s)?
+                .label(format!("chance ({c:.3})"))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
+        }
+        for (i, l) in series.iter().enumerate() {
+            let color = palette[i % palette.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    l.points.iter().map(|p| (p.0, p.1)),
+                    color.stroke_width(2),
+                ))
+                .map_err(s)?
+                .label(l.label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(l.points.iter().filter_map(|p| {
+                    p.2.map(|e| {
+                        ErrorBar::new_vertical(p.0, p.1 - e, p.1, p.1 + e, color.stroke_width(1), 8)
+                    })
+                }))
+                .map_err(s)?;
+            chart
+                .draw_series(
+                    l.points
+                        .iter()
+                        .map(|p| Circle::new((p.0, p.1), 3, color.filled())),
+                )
+                .map_err(s)?;
+        }
+        chart
+            .configure_series_labels()
+            .label_font((FAMILY, 14))
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(s)?;
         Ok(())
     })
 }
@@ -283,12 +399,14 @@ mod tests {
                 label: "ta".into(),
                 x: 59403.0,
                 y: 0.7,
+                y_err: Some(0.05),
                 highlight: true,
             },
             Point {
                 label: "res".into(),
                 x: 52000.0,
                 y: 0.6,
+                y_err: None,
                 highlight: false,
             },
         ];
@@ -315,11 +433,23 @@ mod tests {
             },
         ];
         heatmaps_png(&d, "Fig. 5", &panels, 20).unwrap();
-        for p in [&a, &b, &d] {
+        let l = dir.path().join("l.png");
+        let series = [
+            Series {
+                label: "ta".into(),
+                points: vec![(1.0, 0.4, Some(0.05)), (4.0, 0.6, Some(0.1))],
+            },
+            Series {
+                label: "res".into(),
+                points: vec![(1.0, 0.35, None), (4.0, 0.5, None)],
+            },
+        ];
+        lines_png(&l, "curves", "epochs", "UAR", &series, Some(1.0 / 3.0)).unwrap();
+        for p in [&a, &b, &d, &l] {
             assert!(is_png(p), "{}", p.display());
         }
-        // Only the three PNGs: no temporaries left.
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+        // Only the four PNGs: no temporaries left.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
         assert_eq!(jet(0.0), (0, 0, 127));
         assert_eq!(jet(1.0), (127, 0, 0));
     }

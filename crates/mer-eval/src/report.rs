@@ -1,25 +1,106 @@
-//! The run's outputs: `summary.csv`, `predictions/<experiment>.csv` (honest epoch, the
-//! `fold,truth,pred` format of `cargo xtask metrics`), `REPORT.md` (Tables 3 and 4 in the
-//! paper's layout under both protocols, Fig. 4, Table 5 and Fig. 5, confusion matrices,
-//! learning curves), the PNG figures and `manifest.json`.
+//! The run's outputs, made from the cells on disk (whoever trained them: one process or
+//! many shards): `summary.csv` (one line per experiment: means over seeds, intervals,
+//! differences to Off-TANet), `seeds.csv` (one line per experiment and seed),
+//! `predictions/<experiment>.csv` (the honest epoch, the `fold,truth,pred` format of
+//! `cargo xtask metrics`), `REPORT.md` (Tables 3 and 4 in the paper's layout under both
+//! protocols with their uncertainty, Fig. 4, Table 5 and Fig. 5, confusion matrices,
+//! learning curves, the cells that are missing), the PNG figures and `manifest.json` (the
+//! settings and every invocation's record).
+//!
+//! The report is a function of the run folder's settings and finished cells only, so a
+//! sharded run and a single-process run of the same settings give the same report, number
+//! for number (only the lines starting `- Invocation` tell who trained what and how fast).
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use mer_data::SampleMeta;
 use mer_model::candle_core::Device;
 use mer_model::{OffTaNet, CLASS_NAMES};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::{analyse_attention, format_table5, AttentionReport};
 use crate::config::ExperimentSpec;
-use crate::io::{read_json, write_atomic, write_json};
-use crate::loso::Fold;
-use crate::metrics::format_predictions;
-use crate::plot::{confusion_png, scatter_png, Point};
+use crate::io::{write_atomic, write_json};
+use crate::metrics::{format_predictions, ClassScores, Confusion};
+use crate::plot::{confusion_png, lines_png, scatter_png, Point, Series};
 use crate::protocol::{evaluate_protocols, fold_predictions, ProtocolScores};
-use crate::runner::{fingerprint, load_fold_records, AblationOptions, RunState, Timing};
+use crate::run_dir::{fingerprint, CellKey, InvocationRecord, RunFolder, RunSettings};
+use crate::runner::Provenance;
+use crate::stats::{bootstrap, mean_sd, paired_difference, Estimate, REPLICATES};
 use crate::Result;
+
+/// The experiment every other is compared with (paired differences).
+pub const REFERENCE_EXPERIMENT: &str = "ta";
+
+/// One seed's scores of an experiment (every fold finished).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedScores {
+    /// The seed.
+    pub seed: u64,
+    /// Both protocols' scores.
+    pub scores: ProtocolScores,
+}
+
+/// Mean and standard deviation over seeds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MeanSd {
+    /// Mean.
+    pub mean: f64,
+    /// Sample standard deviation (0 with one seed).
+    pub sd: f64,
+}
+
+impl MeanSd {
+    fn of(v: &[f64]) -> Self {
+        let (mean, sd) = mean_sd(v);
+        MeanSd { mean, sd }
+    }
+}
+
+/// One observation epoch of the learning curve, over seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    /// The epoch (0-based).
+    pub epoch: usize,
+    /// Pooled UAR.
+    pub pooled_uar: MeanSd,
+    /// Mean per-fold UAR.
+    pub fold_mean_uar: MeanSd,
+}
+
+/// An experiment's scores over its complete seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Aggregate {
+    /// The seeds used (every fold finished).
+    pub seeds: Vec<u64>,
+    /// Honest protocol, pooled UAR.
+    pub uar: MeanSd,
+    /// Honest protocol, pooled UF1.
+    pub uf1: MeanSd,
+    /// Honest protocol, mean per-fold UAR.
+    pub fold_mean_uar: MeanSd,
+    /// Honest protocol, mean per-fold UF1.
+    pub fold_mean_uf1: MeanSd,
+    /// Paper protocol UAR.
+    pub paper_uar: MeanSd,
+    /// Paper protocol UF1.
+    pub paper_uf1: MeanSd,
+    /// The paper protocol's epochs, per seed.
+    pub paper_epochs: Vec<usize>,
+    /// Pooled UAR/UF1 (mean over the seeds) with 95% bootstrap intervals over folds.
+    pub interval: Estimate,
+    /// Minus Off-TANet's, paired (common seeds, same folds), with 95% intervals; absent
+    /// for Off-TANet itself or without a common complete seed.
+    pub vs_reference: Option<Estimate>,
+    /// Seeds of the paired difference.
+    pub paired_seeds: usize,
+    /// The honest epoch's pooled confusion matrix, summed over the seeds.
+    pub confusion: Confusion,
+    /// Its per-class scores.
+    pub per_class: Vec<ClassScores>,
+    /// The learning curve.
+    pub curve: Vec<CurvePoint>,
+}
 
 /// One experiment's line of the summary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,31 +111,93 @@ pub struct ExperimentSummary {
     pub params: usize,
     /// Multiply-accumulates per sample (torchstat's "Flops" count: the paper's 30.08M).
     pub macs: u64,
-    /// Finished folds.
-    pub folds_done: usize,
-    /// All folds.
-    pub folds_total: usize,
-    /// Scores, once every fold is finished.
-    pub scores: Option<ProtocolScores>,
+    /// The seeds asked for.
+    pub seeds: Vec<u64>,
+    /// Finished cells (over all its seeds).
+    pub cells_done: usize,
+    /// All its cells (seeds x folds).
+    pub cells_total: usize,
+    /// Scores of every complete seed.
+    pub per_seed: Vec<SeedScores>,
+    /// Over the complete seeds, once there is one.
+    pub aggregate: Option<Aggregate>,
+}
+
+/// What [`write_report`] made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportOutcome {
+    /// `REPORT.md`.
+    pub report: PathBuf,
+    /// Per experiment.
+    pub summaries: Vec<ExperimentSummary>,
+    /// The cells not finished yet.
+    pub missing: Vec<CellKey>,
+    /// Cells finished.
+    pub cells_done: usize,
+    /// Cells expected.
+    pub cells_total: usize,
 }
 
 /// The header of `summary.csv`.
-pub const SUMMARY_HEADER: &str = "experiment,variant,input,params,macs,folds,honest_epoch,pooled_uar,pooled_uf1,fold_mean_uar,fold_mean_uf1,paper_epoch,paper_uar,paper_uf1";
+pub const SUMMARY_HEADER: &str = "experiment,variant,input,params,macs,folds,honest_epoch,pooled_uar,pooled_uf1,fold_mean_uar,fold_mean_uf1,paper_epoch,paper_uar,paper_uf1,seeds,pooled_uar_sd,pooled_uf1_sd,uar_ci_low,uar_ci_high,uf1_ci_low,uf1_ci_high,diff_uar,diff_uar_low,diff_uar_high,diff_uf1,diff_uf1_low,diff_uf1_high";
 
-fn summary_csv(rows: &[ExperimentSummary]) -> String {
+/// The header of `seeds.csv`.
+pub const SEEDS_HEADER: &str = "experiment,seed,folds,honest_epoch,pooled_uar,pooled_uf1,fold_mean_uar,fold_mean_uf1,paper_epoch,paper_uar,paper_uf1";
+
+fn summary_csv(rows: &[ExperimentSummary], folds: usize, honest_epoch: usize) -> String {
     let mut s = format!("{SUMMARY_HEADER}\n");
     for r in rows {
         let e = &r.spec;
-        match &r.scores {
-            Some(p) => writeln!(
+        write!(
+            s,
+            "{},{},{},{},{},",
+            e.name, e.variant, e.input, r.params, r.macs
+        )
+        .ok();
+        match &r.aggregate {
+            Some(a) => {
+                let paper_epoch = if a.paper_epochs.len() == 1 {
+                    a.paper_epochs[0].to_string()
+                } else {
+                    String::new()
+                };
+                write!(
+                    s,
+                    "{folds},{honest_epoch},{:.6},{:.6},{:.6},{:.6},{paper_epoch},{:.6},{:.6},{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6}",
+                    a.uar.mean, a.uf1.mean, a.fold_mean_uar.mean, a.fold_mean_uf1.mean,
+                    a.paper_uar.mean, a.paper_uf1.mean, a.seeds.len(), a.uar.sd, a.uf1.sd,
+                    a.interval.uar_ci.low, a.interval.uar_ci.high, a.interval.uf1_ci.low, a.interval.uf1_ci.high
+                )
+                .ok();
+                match &a.vs_reference {
+                    Some(d) => writeln!(
+                        s,
+                        ",{:.6},{:.6},{:.6},{:.6},{:.6},{:.6}",
+                        d.uar, d.uar_ci.low, d.uar_ci.high, d.uf1, d.uf1_ci.low, d.uf1_ci.high
+                    ),
+                    None => writeln!(s, ",,,,,,"),
+                }
+                .ok();
+            }
+            None => {
+                writeln!(s, "{},{}", r.cells_done, ",".repeat(20)).ok();
+            }
+        }
+    }
+    s
+}
+
+fn seeds_csv(rows: &[ExperimentSummary]) -> String {
+    let mut s = format!("{SEEDS_HEADER}\n");
+    for r in rows {
+        for x in &r.per_seed {
+            let p = &x.scores;
+            writeln!(
                 s,
-                "{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{:.6},{:.6}",
-                e.name,
-                e.variant,
-                e.input,
-                r.params,
-                r.macs,
-                r.folds_done,
+                "{},{},{},{},{:.6},{:.6},{:.6},{:.6},{},{:.6},{:.6}",
+                r.spec.name,
+                x.seed,
+                p.folds,
                 p.honest_epoch,
                 p.honest_pooled.uar,
                 p.honest_pooled.uf1,
@@ -63,14 +206,9 @@ fn summary_csv(rows: &[ExperimentSummary]) -> String {
                 p.paper_epoch,
                 p.paper.uar,
                 p.paper.uf1
-            ),
-            None => writeln!(
-                s,
-                "{},{},{},{},{},{},,,,,,,,",
-                e.name, e.variant, e.input, r.params, r.macs, r.folds_done
-            ),
+            )
+            .ok();
         }
-        .expect("writing to a String");
     }
     s
 }
@@ -135,36 +273,6 @@ impl Machine {
     }
 }
 
-/// `manifest.json`: provenance of a run folder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The run.
-    pub run: String,
-    /// Source commit of the last invocation.
-    pub commit: String,
-    /// Command line of the last invocation.
-    pub command: String,
-    /// The run's state (schedule, seed, data, experiments, parallel plan and sizing).
-    pub config: RunState,
-    /// Hash of the experiments file's text at the last invocation.
-    pub experiments_file_hash: String,
-    /// The machine of the last invocation.
-    pub machine: Machine,
-    /// Every invocation that trained or reported, oldest first.
-    pub invocations: Vec<Invocation>,
-}
-
-/// One invocation of the runner on a run folder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Invocation {
-    /// Source commit.
-    pub commit: String,
-    /// Host name.
-    pub hostname: String,
-    /// Timings.
-    pub timing: Timing,
-}
-
 fn protocol_note(synthetic: bool) -> String {
     let mut s = String::new();
     if synthetic {
@@ -190,30 +298,92 @@ them (its \"Flops\" column, the paper's 30.08M for Off-TANet).\n\n",
     s
 }
 
-fn table_md(
-    title: &str,
-    rows: &[(String, Option<&ExperimentSummary>, Option<f64>, Option<f64>)],
-) -> String {
+/// `manifest.json`: provenance of a run folder, rewritten by every report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The run.
+    pub run: String,
+    /// Source commit of the process that made the report.
+    pub commit: String,
+    /// Its command line.
+    pub command: String,
+    /// The run's settings (`run.json`).
+    pub settings: RunSettings,
+    /// Hash of the experiments file's text when the report was made.
+    pub experiments_file_hash: String,
+    /// The machine that made the report.
+    pub machine: Machine,
+    /// Every invocation that worked on the run, oldest first (`invocations/*.json`).
+    pub invocations: Vec<InvocationRecord>,
+}
+
+fn opt4(v: Option<f64>) -> String {
+    v.map_or(String::new(), |v| format!("{v:.4}"))
+}
+
+fn mean_cell(m: &MeanSd, seeds: usize, bold: bool) -> String {
+    let b = if bold { "**" } else { "" };
+    if seeds > 1 {
+        format!("{b}{:.4}{b} ± {:.4}", m.mean, m.sd)
+    } else {
+        format!("{b}{:.4}{b}", m.mean)
+    }
+}
+
+fn diff_cell(v: f64, low: f64, high: f64) -> String {
+    let star = if low > 0.0 || high < 0.0 { " *" } else { "" };
+    format!("{v:+.4} [{low:+.3}, {high:+.3}]{star}")
+}
+
+/// A row of a report table: label, experiment, the paper's UAR and UF1.
+type TableLine<'a> = (
+    String,
+    Option<&'a ExperimentSummary>,
+    Option<f64>,
+    Option<f64>,
+);
+
+/// A report table.
+fn table_md(title: &str, rows: &[TableLine]) -> String {
     let mut s = format!("### {title}\n\n");
-    s.push_str("| Model | UAR | UF1 | UAR (fold mean) | UF1 (fold mean) | UAR (paper protocol) | UF1 (paper protocol) | Params | MACs | Paper UAR | Paper UF1 |\n");
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    let opt = |v: Option<f64>| v.map_or("".to_string(), |v| format!("{v:.4}"));
+    s.push_str("| Model | UAR | UF1 | UAR 95% CI | UF1 95% CI | ΔUAR vs Off-TANet [95% CI] | ΔUF1 vs Off-TANet [95% CI] | UAR (fold mean) | UF1 (fold mean) | UAR (paper protocol) | UF1 (paper protocol) | Seeds | Params | MACs | Paper UAR | Paper UF1 |\n");
+    s.push_str(
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
     for (label, e, pu, pf) in rows {
+        let (pu, pf) = (opt4(*pu), opt4(*pf));
         match e {
-            Some(e) => match &e.scores {
-                Some(p) => writeln!(
-                    s,
-                    "| {label} | **{:.4}** | **{:.4}** | {:.4} | {:.4} | {:.4} | {:.4} (ep. {}) | {} | {:.2}M | {} | {} |",
-                    p.honest_pooled.uar, p.honest_pooled.uf1, p.honest_fold_mean.uar, p.honest_fold_mean.uf1,
-                    p.paper.uar, p.paper.uf1, p.paper_epoch, thousands(e.params as u64), e.macs as f64 / 1e6, opt(*pu), opt(*pf)
-                ),
+            Some(e) => match &e.aggregate {
+                Some(a) => {
+                    let k = a.seeds.len();
+                    let ci = |i: &crate::stats::Interval| format!("[{:.4}, {:.4}]", i.low, i.high);
+                    let (du, df) = match &a.vs_reference {
+                        Some(d) => (
+                            diff_cell(d.uar, d.uar_ci.low, d.uar_ci.high),
+                            diff_cell(d.uf1, d.uf1_ci.low, d.uf1_ci.high),
+                        ),
+                        None if e.spec.name == REFERENCE_EXPERIMENT => ("(reference)".into(), "(reference)".into()),
+                        None => (String::new(), String::new()),
+                    };
+                    let epoch = if k == 1 { format!(" (ep. {})", a.paper_epochs[0]) } else { String::new() };
+                    let seeds = if k == e.seeds.len() { k.to_string() } else { format!("{k} of {}", e.seeds.len()) };
+                    writeln!(
+                        s,
+                        "| {label} | {} | {} | {} | {} | {du} | {df} | {} | {} | {} | {}{epoch} | {seeds} | {} | {:.2}M | {pu} | {pf} |",
+                        mean_cell(&a.uar, k, true), mean_cell(&a.uf1, k, true),
+                        ci(&a.interval.uar_ci), ci(&a.interval.uf1_ci),
+                        mean_cell(&a.fold_mean_uar, k, false), mean_cell(&a.fold_mean_uf1, k, false),
+                        mean_cell(&a.paper_uar, k, false), mean_cell(&a.paper_uf1, k, false),
+                        thousands(e.params as u64), e.macs as f64 / 1e6
+                    )
+                }
                 None => writeln!(
                     s,
-                    "| {label} | incomplete ({}/{} folds) | | | | | | {} | {:.2}M | {} | {} |",
-                    e.folds_done, e.folds_total, thousands(e.params as u64), e.macs as f64 / 1e6, opt(*pu), opt(*pf)
+                    "| {label} | incomplete ({}/{} cells) | | | | | | | | | | | {} | {:.2}M | {pu} | {pf} |",
+                    e.cells_done, e.cells_total, thousands(e.params as u64), e.macs as f64 / 1e6
                 ),
             },
-            None => writeln!(s, "| {label} | not run | | | | | | | | {} | {} |", opt(*pu), opt(*pf)),
+            None => writeln!(s, "| {label} | not run | | | | | | | | | | | | | {pu} | {pf} |"),
         }
         .expect("writing to a String");
     }
@@ -221,122 +391,305 @@ fn table_md(
     s
 }
 
-/// Writes the run's outputs from the fold files on disk (for every experiment of the run)
-/// and returns the summaries. Fig. 5 and Table 5 are made when the `ta` experiment is
-/// complete (with its saved models); a failure there is reported in the report, not raised.
-pub fn write_report(
-    run_dir: &Path,
-    state: &RunState,
-    folds: &[Fold],
-    _samples: &[SampleMeta],
-    opts: &AblationOptions,
-    timing: &Timing,
-) -> Result<Vec<ExperimentSummary>> {
+/// The confusion matrices of one experiment's cells of one seed, in fold order, at the
+/// honest epoch.
+fn confusions(scores_records: &[crate::train::FoldRecord], epoch: usize) -> Result<Vec<Confusion>> {
+    Ok(fold_predictions(scores_records, epoch)?
+        .iter()
+        .map(|f| Confusion::from_pairs(&f.truth, &f.pred, CLASS_NAMES.len()))
+        .collect())
+}
+
+/// Writes the run's outputs from its finished cells (see the module documentation) and
+/// returns what it found. Fig. 5 and Table 5 are made when a seed of `ta` is complete
+/// (with its saved models); a failure there is reported in the report, not raised.
+pub fn write_report(folder: &RunFolder, provenance: &Provenance) -> Result<ReportOutcome> {
+    let settings = folder.settings()?;
+    let (_samples, folds) = folder.samples()?;
+    let invocations = folder.invocations()?;
+    let expected = crate::run_dir::merge_grids(&invocations, &folder.dir)?;
+    let run_dir = &folder.dir;
+    let sch = &settings.schedule;
+    let honest = sch.honest_epoch();
+
     // Experiments in table order, then the others.
-    let mut order: Vec<String> = Vec::new();
-    for t in &state.tables {
+    let mut order: Vec<usize> = Vec::new();
+    for t in &settings.tables {
         for r in &t.rows {
-            if state.experiments.contains_key(&r.experiment) && !order.contains(&r.experiment) {
-                order.push(r.experiment.clone());
+            if let Some(i) = expected.iter().position(|(e, _)| e.name == r.experiment) {
+                if !order.contains(&i) {
+                    order.push(i);
+                }
             }
         }
     }
-    for k in state.experiments.keys() {
-        if !order.contains(k) {
-            order.push(k.clone());
+    for i in 0..expected.len() {
+        if !order.contains(&i) {
+            order.push(i);
         }
     }
-    let sch = &state.schedule;
-    let mut summaries = Vec::new();
-    for name in &order {
-        let spec = state.experiments[name].clone();
+
+    // Per experiment and seed: the finished cells, scores and confusions.
+    struct Loaded {
+        summary: ExperimentSummary,
+        cells: Vec<(u64, Vec<Confusion>)>,
+    }
+    let mut loaded: Vec<Loaded> = Vec::new();
+    let mut missing = Vec::new();
+    let (mut cells_done, mut cells_total) = (0, 0);
+    for &i in &order {
+        let (spec, seeds) = &expected[i];
         let cfg = spec.model_config(sch.dropout)?;
         let net = OffTaNet::random(&cfg, &Device::Cpu)?;
-        let fp = fingerprint(&spec, sch, state.seed, &state.list_hash);
-        let records = load_fold_records(run_dir, name, folds, &fp, false)?;
-        let scores = if records.len() == folds.len() {
-            let p = evaluate_protocols(&records, sch.honest_epoch(), CLASS_NAMES.len())?;
-            let preds = fold_predictions(&records, sch.honest_epoch())?;
+        let mut per_seed = Vec::new();
+        let mut cells = Vec::new();
+        let mut done = 0;
+        for (k, &seed) in seeds.iter().enumerate() {
+            let fp = fingerprint(spec, sch, seed, &settings.list_hash);
+            let records = folder.load_cells(&spec.name, seed, &folds, &fp, false)?;
+            done += records.len();
+            for f in &folds {
+                if !records.iter().any(|r| r.fold == f.number) {
+                    missing.push(CellKey {
+                        experiment: spec.name.clone(),
+                        seed,
+                        fold: f.number,
+                    });
+                }
+            }
+            if records.len() < folds.len() {
+                continue;
+            }
+            let scores = evaluate_protocols(&records, honest, CLASS_NAMES.len())?;
+            let name = if k == 0 {
+                format!("{}.csv", spec.name)
+            } else {
+                format!("{}.seed-{seed}.csv", spec.name)
+            };
+            let preds = fold_predictions(&records, honest)?;
             write_atomic(
-                &run_dir.join("predictions").join(format!("{name}.csv")),
+                &run_dir.join("predictions").join(name),
                 format_predictions(&preds, &CLASS_NAMES).as_bytes(),
             )?;
-            confusion_png(
-                &run_dir.join("confusion").join(format!("{name}.png")),
-                &format!("{name}: pooled confusion at epoch {}", p.honest_epoch),
-                &p.confusion,
-                &CLASS_NAMES,
-            )?;
-            Some(p)
-        } else {
-            None
-        };
-        summaries.push(ExperimentSummary {
-            params: net.num_params(),
-            macs: net.summary().total_flops(),
-            folds_done: records.len(),
-            folds_total: folds.len(),
-            scores,
-            spec,
+            cells.push((seed, confusions(&records, honest)?));
+            per_seed.push(SeedScores { seed, scores });
+        }
+        cells_done += done;
+        cells_total += seeds.len() * folds.len();
+        loaded.push(Loaded {
+            summary: ExperimentSummary {
+                spec: spec.clone(),
+                params: net.num_params(),
+                macs: net.summary().total_flops(),
+                seeds: seeds.clone(),
+                cells_done: done,
+                cells_total: seeds.len() * folds.len(),
+                per_seed,
+                aggregate: None,
+            },
+            cells,
         });
     }
+
+    // Aggregates over seeds, intervals and paired differences.
+    let reference: Option<Vec<(u64, Vec<Confusion>)>> = loaded
+        .iter()
+        .find(|l| l.summary.spec.name == REFERENCE_EXPERIMENT)
+        .map(|l| l.cells.clone());
+    for l in &mut loaded {
+        let s = &mut l.summary;
+        if s.per_seed.is_empty() {
+            continue;
+        }
+        let v = |f: &dyn Fn(&ProtocolScores) -> f64| -> MeanSd {
+            MeanSd::of(&s.per_seed.iter().map(|x| f(&x.scores)).collect::<Vec<_>>())
+        };
+        let mut confusion = Confusion::new(CLASS_NAMES.len());
+        for x in &s.per_seed {
+            confusion.merge(&x.scores.confusion);
+        }
+        let first = &s.per_seed[0].scores;
+        let curve = first
+            .per_epoch
+            .iter()
+            .enumerate()
+            .map(|(i, e)| CurvePoint {
+                epoch: e.epoch,
+                pooled_uar: v(&|p| p.per_epoch.get(i).map_or(f64::NAN, |x| x.pooled.uar)),
+                fold_mean_uar: v(&|p| p.per_epoch.get(i).map_or(f64::NAN, |x| x.fold_mean.uar)),
+            })
+            .collect();
+        let mine: Vec<Vec<Confusion>> = l.cells.iter().map(|(_, c)| c.clone()).collect();
+        let (vs_reference, paired_seeds) = match &reference {
+            Some(r) if s.spec.name != REFERENCE_EXPERIMENT => {
+                let (a, b): (Vec<Vec<Confusion>>, Vec<Vec<Confusion>>) = l
+                    .cells
+                    .iter()
+                    .filter_map(|(seed, c)| {
+                        r.iter()
+                            .find(|(rs, _)| rs == seed)
+                            .map(|(_, rc)| (c.clone(), rc.clone()))
+                    })
+                    .unzip();
+                if a.is_empty() {
+                    (None, 0)
+                } else {
+                    (Some(paired_difference(&a, &b)), a.len())
+                }
+            }
+            _ => (None, 0),
+        };
+        s.aggregate = Some(Aggregate {
+            seeds: s.per_seed.iter().map(|x| x.seed).collect(),
+            uar: v(&|p| p.honest_pooled.uar),
+            uf1: v(&|p| p.honest_pooled.uf1),
+            fold_mean_uar: v(&|p| p.honest_fold_mean.uar),
+            fold_mean_uf1: v(&|p| p.honest_fold_mean.uf1),
+            paper_uar: v(&|p| p.paper.uar),
+            paper_uf1: v(&|p| p.paper.uf1),
+            paper_epochs: s.per_seed.iter().map(|x| x.scores.paper_epoch).collect(),
+            interval: bootstrap(&mine),
+            vs_reference,
+            paired_seeds,
+            per_class: confusion.scores().per_class,
+            confusion,
+            curve,
+        });
+    }
+    let summaries: Vec<ExperimentSummary> = loaded.into_iter().map(|l| l.summary).collect();
     write_atomic(
         &run_dir.join("summary.csv"),
-        summary_csv(&summaries).as_bytes(),
+        summary_csv(&summaries, folds.len(), honest).as_bytes(),
     )?;
+    write_atomic(&run_dir.join("seeds.csv"), seeds_csv(&summaries).as_bytes())?;
+    for s in &summaries {
+        if let Some(a) = &s.aggregate {
+            let title = if a.seeds.len() > 1 {
+                format!(
+                    "{}: pooled confusion at epoch {honest}, summed over {} seeds",
+                    s.spec.name,
+                    a.seeds.len()
+                )
+            } else {
+                format!("{}: pooled confusion at epoch {honest}", s.spec.name)
+            };
+            confusion_png(
+                &run_dir
+                    .join("confusion")
+                    .join(format!("{}.png", s.spec.name)),
+                &title,
+                &a.confusion,
+                &CLASS_NAMES,
+            )?;
+        }
+    }
     let find = |n: &str| summaries.iter().find(|s| s.spec.name == n);
+    let max_seeds = summaries.iter().map(|s| s.seeds.len()).max().unwrap_or(0);
 
-    // Fig. 4.
+    // Fig. 4, with error bars (one standard deviation over seeds) when there are seeds.
     let chance = Some(1.0 / 3.0);
-    let pts = |f: fn(&ProtocolScores) -> f64| -> Vec<Point> {
+    let pts = |f: fn(&Aggregate) -> MeanSd| -> Vec<Point> {
         summaries
             .iter()
             .filter_map(|s| {
-                s.scores.as_ref().map(|p| Point {
+                s.aggregate.as_ref().map(|a| Point {
                     label: s.spec.name.clone(),
                     x: s.params as f64,
-                    y: f(p),
-                    highlight: s.spec.name == "ta",
+                    y: f(a).mean,
+                    y_err: (a.seeds.len() > 1).then(|| f(a).sd),
+                    highlight: s.spec.name == REFERENCE_EXPERIMENT,
                 })
             })
             .collect()
     };
+    let bars = if max_seeds > 1 {
+        " ± sd over seeds"
+    } else {
+        ""
+    };
     scatter_png(
         &run_dir.join("fig4_params_uar.png"),
-        "Fig. 4 (a): parameters vs UAR (honest, pooled)",
+        &format!("Fig. 4 (a): parameters vs UAR (honest, pooled{bars})"),
         "UAR",
-        &pts(|p| p.honest_pooled.uar),
+        &pts(|a| a.uar),
         chance,
     )?;
     scatter_png(
         &run_dir.join("fig4_params_uf1.png"),
-        "Fig. 4 (b): parameters vs UF1 (honest, pooled)",
+        &format!("Fig. 4 (b): parameters vs UF1 (honest, pooled{bars})"),
         "UF1",
-        &pts(|p| p.honest_pooled.uf1),
+        &pts(|a| a.uf1),
         None,
     )?;
+    let series: Vec<Series> = summaries
+        .iter()
+        .filter_map(|s| {
+            s.aggregate.as_ref().map(|a| Series {
+                label: s.spec.name.clone(),
+                points: a
+                    .curve
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.epoch as f64 + 1.0,
+                            c.pooled_uar.mean,
+                            (a.seeds.len() > 1).then_some(c.pooled_uar.sd),
+                        )
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    lines_png(
+        &run_dir.join("learning_curves.png"),
+        &format!("Learning curves: pooled UAR at the observation epochs{bars}"),
+        "epochs trained",
+        "pooled UAR",
+        &series,
+        chance,
+    )?;
 
-    // Fig. 5 and Table 5.
-    let attention: Option<std::result::Result<AttentionReport, String>> = match find("ta") {
-        Some(s) if s.scores.is_some() => {
-            Some(analyse_attention(run_dir, "ta", None).map_err(|e| e.to_string()))
-        }
-        _ => None,
-    };
+    // Fig. 5 and Table 5, on the first complete seed of Off-TANet.
+    let attention: Option<std::result::Result<AttentionReport, String>> =
+        find(REFERENCE_EXPERIMENT)
+            .and_then(|s| s.aggregate.as_ref())
+            .map(|a| {
+                analyse_attention(run_dir, REFERENCE_EXPERIMENT, Some(a.seeds[0]), None)
+                    .map_err(|e| e.to_string())
+            });
 
     // REPORT.md
     let mut md = String::new();
-    let data = if state.data_kind == "synthetic" {
-        format!("the synthetic database at `{}`", state.data_root.display())
+    let data = if settings.data_kind == "synthetic" {
+        format!(
+            "the synthetic database at `{}`",
+            settings.data_root.display()
+        )
     } else {
-        format!("the databases under `{}`", state.data_root.display())
+        format!("the databases under `{}`", settings.data_root.display())
     };
-    writeln!(md, "# Off-TANet ablations: run `{}`\n", state.run).ok();
-    writeln!(md, "Data: {data}, {} samples, {} LOSO folds (one per database and subject). Schedule `{}`: {} epochs, batch {}, Adam lr {} with x{} every {} epochs, observed every {} epochs and at the last; seed {}.\n",
-        state.samples, state.folds, sch.name, sch.epochs, sch.batch_size, sch.lr, sch.lr_decay, sch.lr_step, sch.eval_every, state.seed).ok();
-    md.push_str(&protocol_note(state.data_kind == "synthetic"));
+    writeln!(md, "# Off-TANet ablations: run `{}`\n", settings.run).ok();
+    writeln!(md, "Data: {data}, {} samples, {} LOSO folds (one per database and subject). Schedule `{}`: {} epochs, batch {}, Adam lr {} with x{} every {} epochs, observed every {} epochs and at the last.\n",
+        settings.samples, settings.folds, sch.name, sch.epochs, sch.batch_size, sch.lr, sch.lr_decay, sch.lr_step, sch.eval_every).ok();
+    let all_seeds = crate::run_dir::all_seeds(&expected);
+    writeln!(
+        md,
+        "**What this report rests on:** {cells_done} of {cells_total} cells (experiment x seed x fold) finished: {} experiment(s), seed(s) {}, {} folds each. {}\n",
+        expected.len(),
+        all_seeds.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "),
+        folds.len(),
+        if missing.is_empty() { "No cell is missing.".to_string() } else { format!("{} cell(s) missing (listed at the end); an experiment is scored on its complete seeds only.", missing.len()) }
+    )
+    .ok();
+    md.push_str(&protocol_note(settings.data_kind == "synthetic"));
+    writeln!(md, "Uncertainty: with several seeds, UAR and UF1 are the mean ± standard deviation over seeds of the pooled scores (training randomness: initial weights, batch order, dropout). The 95% intervals are bootstrap percentiles over subjects: {REPLICATES} replicates, each drawing as many folds as there are with replacement (the same draws for every experiment) and pooling every seed's drawn folds. ΔUAR and ΔUF1 are the paired differences to Off-TANet (`{REFERENCE_EXPERIMENT}`) on the same seeds and folds, with their bootstrap intervals; `*` marks an interval that excludes 0.").ok();
+    if max_seeds <= 1 {
+        md.push_str(" **This run has one seed: the spread over training runs cannot be estimated from it**, so no ± is given, and the intervals over subjects leave the training randomness out (measured on the default synthetic run, `ta`'s pooled UAR over seeds 0-4 had a standard deviation of 0.075). Run with `--seeds N` for it.\n\n");
+    } else {
+        md.push_str("\n\n");
+    }
     md.push_str("## Tables 3 and 4\n\nUAR and UF1 in bold: honest protocol, pooled over folds at the last epoch.\n\n");
-    for t in &state.tables {
+    for t in &settings.tables {
         let rows: Vec<_> = t
             .rows
             .iter()
@@ -351,7 +704,7 @@ pub fn write_report(
             .collect();
         md.push_str(&table_md(&t.title, &rows));
     }
-    let in_tables: Vec<&str> = state
+    let in_tables: Vec<&str> = settings
         .tables
         .iter()
         .flat_map(|t| t.rows.iter().map(|r| r.experiment.as_str()))
@@ -364,29 +717,61 @@ pub fn write_report(
     if !others.is_empty() {
         md.push_str(&table_md("Other experiments", &others));
     }
+    if max_seeds > 1 {
+        md.push_str("Per seed (`seeds.csv`): pooled UAR / UF1.\n\n| Experiment | ");
+        let seeds: Vec<u64> = all_seeds.iter().copied().collect();
+        md.push_str(
+            &seeds
+                .iter()
+                .map(|s| format!("seed {s}"))
+                .collect::<Vec<_>>()
+                .join(" | "),
+        );
+        writeln!(md, " |\n|---|{}", "---:|".repeat(seeds.len())).ok();
+        for s in &summaries {
+            let cells: Vec<String> = seeds
+                .iter()
+                .map(|seed| {
+                    s.per_seed
+                        .iter()
+                        .find(|x| x.seed == *seed)
+                        .map_or(String::new(), |x| {
+                            format!(
+                                "{:.4} / {:.4}",
+                                x.scores.honest_pooled.uar, x.scores.honest_pooled.uf1
+                            )
+                        })
+                })
+                .collect();
+            writeln!(md, "| {} | {} |", s.spec.name, cells.join(" | ")).ok();
+        }
+        md.push('\n');
+    }
     md.push_str("## Fig. 4\n\n![parameters vs UAR](fig4_params_uar.png)\n![parameters vs UF1](fig4_params_uf1.png)\n\n");
     md.push_str("## Fig. 5 and Table 5: attention maps and their sparseness\n\n");
     match &attention {
         Some(Ok(a)) => {
             let rel = a.figure.strip_prefix(run_dir).unwrap_or(&a.figure);
-            writeln!(md, "Sample `{}` with the model of fold {} (trained without its subject). `cargo xtask attention --run {} --sample ID` draws another sample.\n", a.sample, a.sample_fold, state.run).ok();
+            writeln!(md, "Sample `{}` with the model of fold {} (trained without its subject), seed {}. `cargo xtask attention --run {} --sample ID` draws another sample.\n", a.sample, a.sample_fold, a.seed, settings.run).ok();
             writeln!(md, "![Fig. 5]({})\n", rel.display()).ok();
             md.push_str("Table 5: mean over each fold's test samples of Soft_0.01 (elements below 0.01) and Hoyer sparseness of the spatial-attention map (14x14 = 196 values) and of the self-attention softmax maps (28 channels x 196 values), final model of the fold.\n\n");
             md.push_str(&format_table5(a));
             md.push('\n');
         }
         Some(Err(e)) => writeln!(md, "Not made: {e}\n").unwrap_or(()),
-        None => md.push_str("Not made: the `ta` experiment is not complete in this run.\n\n"),
+        None => {
+            md.push_str("Not made: no seed of the `ta` experiment is complete in this run.\n\n")
+        }
     }
-    md.push_str("## Confusion matrices (honest protocol: pooled, last epoch; rows true, columns predicted)\n\n");
+    md.push_str("## Confusion matrices (honest protocol: pooled, last epoch; rows true, columns predicted; summed over the seeds)\n\n");
     for s in &summaries {
-        if let Some(p) = &s.scores {
+        if let Some(a) = &s.aggregate {
             writeln!(
                 md,
                 "**{}** ([png](confusion/{}.png)); per-class recall / F1: {}\n",
                 s.spec.name,
                 s.spec.name,
-                p.per_class
+                a.per_class
                     .iter()
                     .map(|c| format!("{} {:.3} / {:.3}", CLASS_NAMES[c.class], c.recall, c.f1))
                     .collect::<Vec<_>>()
@@ -396,13 +781,13 @@ pub fn write_report(
             md.push_str(
                 "| true \\ predicted | negative | positive | surprise |\n|---|---:|---:|---:|\n",
             );
-            for t in 0..p.confusion.n {
+            for t in 0..a.confusion.n {
                 writeln!(
                     md,
                     "| {} | {} |",
                     CLASS_NAMES[t],
-                    (0..p.confusion.n)
-                        .map(|q| p.confusion.get(t, q).to_string())
+                    (0..a.confusion.n)
+                        .map(|q| a.confusion.get(t, q).to_string())
                         .collect::<Vec<_>>()
                         .join(" | ")
                 )
@@ -411,9 +796,16 @@ pub fn write_report(
             md.push('\n');
         }
     }
-    md.push_str("## Learning curves\n\nUAR at every observation epoch: pooled / mean per fold (the paper protocol takes the epoch with the best mean per fold).\n\n");
-    let done: Vec<&ExperimentSummary> = summaries.iter().filter(|s| s.scores.is_some()).collect();
-    if let Some(first) = done.first().and_then(|s| s.scores.as_ref()) {
+    md.push_str("## Learning curves\n\n![learning curves](learning_curves.png)\n\nUAR at every observation epoch: pooled / mean per fold");
+    md.push_str(if max_seeds > 1 {
+        " (mean ± sd over seeds)"
+    } else {
+        ""
+    });
+    md.push_str(" (the paper protocol takes the epoch with the best mean per fold).\n\n");
+    let done: Vec<&ExperimentSummary> =
+        summaries.iter().filter(|s| s.aggregate.is_some()).collect();
+    if let Some(first) = done.first().and_then(|s| s.aggregate.as_ref()) {
         writeln!(
             md,
             "| epoch | {} |",
@@ -424,62 +816,98 @@ pub fn write_report(
         )
         .ok();
         writeln!(md, "|---:|{}", "---:|".repeat(done.len())).ok();
-        for (i, e) in first.per_epoch.iter().enumerate() {
+        for (i, e) in first.curve.iter().enumerate() {
             let cells: Vec<String> = done
                 .iter()
                 .map(|s| {
-                    s.scores
-                        .as_ref()
-                        .and_then(|p| p.per_epoch.get(i))
-                        .map_or(String::new(), |x| {
-                            format!("{:.3} / {:.3}", x.pooled.uar, x.fold_mean.uar)
-                        })
+                    let a = s.aggregate.as_ref().expect("filtered");
+                    a.curve.get(i).map_or(String::new(), |c| {
+                        if a.seeds.len() > 1 {
+                            format!(
+                                "{:.3} ± {:.3} / {:.3} ± {:.3}",
+                                c.pooled_uar.mean,
+                                c.pooled_uar.sd,
+                                c.fold_mean_uar.mean,
+                                c.fold_mean_uar.sd
+                            )
+                        } else {
+                            format!("{:.3} / {:.3}", c.pooled_uar.mean, c.fold_mean_uar.mean)
+                        }
+                    })
                 })
                 .collect();
             writeln!(md, "| {} | {} |", e.epoch, cells.join(" | ")).ok();
         }
         md.push('\n');
     }
+    if !missing.is_empty() {
+        md.push_str("## Missing cells\n\nNot finished (or made with other settings): fill them with `cargo xtask ablation` (or its shards) on this run, then `cargo xtask report`.\n\n");
+        let mut groups: Vec<((String, u64), Vec<usize>)> = Vec::new();
+        for m in &missing {
+            let k = (m.experiment.clone(), m.seed);
+            match groups.iter_mut().find(|(g, _)| *g == k) {
+                Some((_, v)) => v.push(m.fold),
+                None => groups.push((k, vec![m.fold])),
+            }
+        }
+        for ((e, seed), f) in groups {
+            writeln!(
+                md,
+                "- `{e}` seed {seed}: {} of {} folds missing ({})",
+                f.len(),
+                folds.len(),
+                f.iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+            .ok();
+        }
+        md.push('\n');
+    }
     md.push_str("## Run\n\n");
-    writeln!(
-        md,
-        "- Parallelism: {} mode, {} worker(s) x {} thread(s).",
-        state.plan.mode, state.plan.workers, state.plan.threads_per_fold
-    )
-    .ok();
-    if let (Some(b), Some(p)) = (state.plan.budget_secs, state.plan.predicted_training_secs) {
-        writeln!(md, "- Schedule sized to a {b:.0} s budget from the measured training speed (samples/s per worker: {}); predicted training time {p:.0} s.",
-            state.plan.speeds.iter().map(|s| format!("{} {:.1}", s.model, s.samples_per_sec)).collect::<Vec<_>>().join(", ")).ok();
+    if let Some(z) = &settings.sizing {
+        writeln!(md, "- Schedule sized to a {:.0} s budget from the measured training speed (samples/s per worker: {}); predicted training time {:.0} s.",
+            z.budget_secs,
+            z.speeds.iter().map(|s| format!("{} {:.1}", s.model, s.samples_per_sec)).collect::<Vec<_>>().join(", "),
+            z.predicted_training_secs).ok();
     }
-    if let (Some(f), Some(s)) = (state.plan.folds_throughput, state.plan.serial_throughput) {
-        writeln!(md, "- Measured `ta` throughput: {f:.1} samples/s with one fold per core, {s:.1} samples/s with one fold on all cores.").ok();
+    for (i, inv) in invocations.iter().enumerate() {
+        let what = inv
+            .shard
+            .as_ref()
+            .map_or("all cells".to_string(), |s| format!("shard {s}"));
+        let timing = inv.timing.as_ref().map_or("unfinished (running or killed)".to_string(), |t| {
+            format!("{} cells trained, {} found finished, wall {:.0} s (features {:.0} s, training {:.0} s)", t.trained_cells, t.reused_cells, t.wall_secs, t.feature_secs, t.training_secs)
+        });
+        writeln!(md, "- Invocation {} ({what}, {} cells, host `{}`): {} mode, {} worker(s) x {} thread(s); {timing}.",
+            i + 1, inv.shard_cells, inv.hostname, inv.plan.mode, inv.plan.workers, inv.plan.threads_per_cell).ok();
     }
-    writeln!(md, "- Wall time of the last invocation: {:.0} s (features {:.0} s, training {:.0} s; {} folds trained, {} reused). All invocations and the machine: `manifest.json`.",
-        timing.wall_secs, timing.feature_secs, timing.training_secs, timing.trained_folds, timing.reused_folds).ok();
-    md.push_str("- Files: `summary.csv`, `predictions/<experiment>.csv` (`fold,truth,pred` at the last epoch; `cargo xtask metrics --pred FILE` rescores them), `folds/<experiment>/` (per-fold JSON and final weights).\n");
+    md.push_str("- Files: `summary.csv` (means over seeds, intervals, differences), `seeds.csv` (per seed), `predictions/<experiment>.csv` (`fold,truth,pred` at the last epoch, first seed; `<experiment>.seed-S.csv` for the others; `cargo xtask metrics --pred FILE` rescores them), `cells/<experiment>/seed-S/` (per-cell JSON and final weights), `invocations/` (one record per invocation), `manifest.json`.\n");
     write_atomic(&run_dir.join("REPORT.md"), md.as_bytes())?;
 
-    // manifest.json, with every invocation.
-    let path = run_dir.join("manifest.json");
-    let mut invocations = read_json::<Manifest>(&path)
-        .map(|m| m.invocations)
-        .unwrap_or_default();
-    let machine = Machine::detect();
-    invocations.push(Invocation {
-        commit: opts.provenance.commit.clone(),
-        hostname: machine.hostname.clone(),
-        timing: timing.clone(),
-    });
-    let file_text = std::fs::read(&opts.experiments_file).unwrap_or_default();
+    // manifest.json: the settings and every invocation.
+    let file_text = std::fs::read(&settings.experiments_file).unwrap_or_default();
     let manifest = Manifest {
-        run: state.run.clone(),
-        commit: opts.provenance.commit.clone(),
-        command: opts.provenance.command.clone(),
-        config: state.clone(),
+        run: settings.run.clone(),
+        commit: provenance.commit.clone(),
+        command: provenance.command.clone(),
+        settings: settings.clone(),
         experiments_file_hash: crate::io::fnv1a64_hex(&file_text),
-        machine,
+        machine: Machine::detect(),
         invocations,
     };
-    write_json(&path, &manifest)?;
-    Ok(summaries)
+    write_json(&run_dir.join("manifest.json"), &manifest)?;
+    Ok(ReportOutcome {
+        report: run_dir.join("REPORT.md"),
+        summaries,
+        missing,
+        cells_done,
+        cells_total,
+    })
+}
+
+/// The report of an existing run folder (`cargo xtask report --run NAME`).
+pub fn report_run(run_dir: &Path, provenance: &Provenance) -> Result<ReportOutcome> {
+    write_report(&RunFolder::open(run_dir)?, provenance)
 }

@@ -1,38 +1,44 @@
-//! The experiment runner behind `cargo xtask ablation`: data, features, schedule sizing,
-//! LOSO training of every experiment (folds in parallel where that is faster), resumable
-//! run folders, and the report.
+//! The experiment runner behind `cargo xtask ablation`, in three steps:
 //!
-//! A run folder `results/<run>/` holds:
-//! - `run.json`: what the run is (schedule as resolved, seed, data list hash, parallel mode,
-//!   the speed measurements that sized the schedule); a rerun reuses it, so a resumed run
-//!   trains with the same schedule;
-//! - `samples.csv`: the sample list;
-//! - `folds/<experiment>/fold-NN-<dataset>-<subject>.json` (+ `.safetensors`, the fold's
-//!   final weights): one per finished fold, written atomically, weights first; a rerun
-//!   skips the folds whose JSON exists with the same fingerprint, so a killed run loses at
-//!   most the folds in progress;
-//! - the report (see [`crate::report`]) and `manifest.json`.
+//! 1. [`prepare`]: the data (the synthetic database is generated if absent), the sample
+//!    list, the features (computed once into the cache), and the run folder's settings
+//!    (created exclusively by the first invocation, checked by every other, see
+//!    [`crate::run_dir`]);
+//! 2. [`plan_cells_of`]: the cells (experiment x seed x fold) of this invocation's shard
+//!    that are not finished yet;
+//! 3. [`train_cells`]: training them, one cell per worker or one cell on all cores, each
+//!    finished cell written atomically (weights first, then the record), progress reported
+//!    through a callback ([`Progress`]);
+//!
+//! and then, for a run that is not sharded, the report ([`crate::report::write_report`],
+//! the same code as `cargo xtask report`). A killed invocation loses only its cells in
+//! progress; rerunning it skips the finished ones. Cells are independent, so any number of
+//! invocations (shards, on any machines sharing the folder) can fill one run.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mer_data::features::{ensure_features, FeatureCache, FeatureConfig, InputKind};
 use mer_data::index::{index_root, IndexOptions};
 use mer_data::list::format_list;
 use mer_data::SampleMeta;
 use mer_model::candle_core::{Device, Tensor};
-use mer_model::ModelConfig;
+use mer_model::{ModelConfig, OffTaNet};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ExperimentSpec, ExperimentsFile, Schedule, ScheduleSpec, TableSpec};
-use crate::io::{fnv1a64_hex, read_json, write_atomic, write_atomic_with, write_json};
+use crate::config::{ExperimentSpec, ExperimentsFile, ScheduleSpec};
+use crate::io::{fnv1a64_hex, write_atomic, write_atomic_with, write_json};
 use crate::loso::{loso_folds, Fold};
-use crate::report::{write_report, ExperimentSummary};
-use crate::train::{measure_speed, train_fold, FoldJob, FoldRecord};
+use crate::plan::{plan_cells, shard_cells, PlannedCell, Shard};
+use crate::report::{write_report, ReportOutcome};
+use crate::run_dir::{
+    check_same_experiment, fingerprint, now_unix, CellKey, ExecutionPlan, Grid, InvocationRecord,
+    RunFolder, RunSettings, Sizing, SpeedRecord, Timing, RUN_FORMAT,
+};
+use crate::train::{measure_speed, train_fold, FoldJob};
 use crate::{Error, Result};
 
 /// Where the samples come from.
@@ -57,24 +63,100 @@ impl DataSource {
     }
 }
 
-/// How folds share the cores.
+/// How cells share the cores. Whatever the choice, a cell trains to the same bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Parallelism {
     /// Measure both and take the faster (default).
     Auto,
-    /// One fold per worker, each fold's tensor operations on one thread.
+    /// One cell per worker, each cell's tensor operations on one thread.
     Folds,
-    /// One fold at a time on all cores.
+    /// One cell at a time on all cores.
     Serial,
 }
 
-/// Provenance recorded in the manifest (the library does not run git).
+/// Provenance recorded in the invocation records and the manifest (the library does not
+/// run git).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
     /// The source commit (`git describe`-like, with a dirty flag), if known.
     pub commit: String,
     /// The command line.
     pub command: String,
+}
+
+/// What the runner reports while it works (drawn as progress bars by the command line).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProgressEvent {
+    /// Training starts: `cells` to train, `epochs` each, on `workers` workers.
+    Planned {
+        /// Cells to train in this invocation.
+        cells: usize,
+        /// Epochs per cell.
+        epochs: usize,
+        /// Concurrent workers.
+        workers: usize,
+    },
+    /// Worker `worker` started a cell.
+    CellStarted {
+        /// The worker (0-based).
+        worker: usize,
+        /// The cell.
+        cell: CellKey,
+        /// Its left-out subject (`dataset/subject`).
+        subject: String,
+    },
+    /// Worker `worker` finished epoch `epoch` (1-based) of its cell.
+    Epoch {
+        /// The worker.
+        worker: usize,
+        /// Epochs done.
+        epoch: usize,
+    },
+    /// Worker `worker` finished and saved a cell; `line` summarises it.
+    CellFinished {
+        /// The worker.
+        worker: usize,
+        /// The cell.
+        cell: CellKey,
+        /// One line for a log.
+        line: String,
+    },
+    /// Training ended (all cells, or stopped).
+    TrainingDone,
+}
+
+/// A progress callback (called from the worker threads).
+#[derive(Clone)]
+pub struct Progress(Arc<dyn Fn(&ProgressEvent) + Send + Sync>);
+
+impl Progress {
+    /// A callback.
+    pub fn new(f: impl Fn(&ProgressEvent) + Send + Sync + 'static) -> Self {
+        Progress(Arc::new(f))
+    }
+    /// Logs finished cells through `tracing` and nothing else.
+    pub fn log() -> Self {
+        Progress::new(|e| {
+            if let ProgressEvent::CellFinished { line, .. } = e {
+                tracing::info!("{line}");
+            }
+        })
+    }
+    fn emit(&self, e: ProgressEvent) {
+        (self.0)(&e)
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::log()
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress(..)")
+    }
 }
 
 /// Options of [`run_ablation`].
@@ -90,6 +172,11 @@ pub struct AblationOptions {
     /// speed measured at the start (instead of the schedule's fixed epochs). The result
     /// then depends on the machine's speed: recorded in `run.json` and the manifest.
     pub budget_secs: Option<f64>,
+    /// The seeds (empty: the experiments file's seed alone). Seed 0 trains with the same
+    /// random streams as a run without seeds.
+    pub seeds: Vec<u64>,
+    /// Run only this shard of the cells (all cells when absent).
+    pub shard: Option<Shard>,
     /// The data.
     pub data: DataSource,
     /// The feature cache folder.
@@ -100,111 +187,36 @@ pub struct AblationOptions {
     pub run_name: String,
     /// Only these experiments (all when empty).
     pub only: Vec<String>,
-    /// How folds share the cores.
+    /// How cells share the cores.
     pub parallelism: Parallelism,
     /// Cores to use.
     pub threads: usize,
-    /// Stop (with [`Error::Stopped`]) once this many folds have been trained in this
+    /// Stop (with [`Error::Stopped`]) once this many cells have been trained in this
     /// invocation: simulates an interrupted run.
-    pub stop_after_folds: Option<usize>,
-    /// Draw progress bars.
-    pub progress: bool,
-    /// Recorded in the manifest.
+    pub stop_after_cells: Option<usize>,
+    /// Progress callback.
+    pub progress: Progress,
+    /// Recorded in the invocation record and the manifest.
     pub provenance: Provenance,
 }
-
-/// A training-speed measurement.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SpeedRecord {
-    /// The model (`ta/3ch`).
-    pub model: String,
-    /// Samples per second of one worker in the chosen mode.
-    pub samples_per_sec: f64,
-}
-
-/// How the run was parallelised and, for a sized schedule, why it has its epochs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExecutionPlan {
-    /// `folds` (one fold per worker, one thread each) or `serial` (one fold on all threads).
-    pub mode: String,
-    /// Concurrent folds.
-    pub workers: usize,
-    /// Threads per fold.
-    pub threads_per_fold: usize,
-    /// Measured throughput of `ta` (samples/s, all workers) one fold per core, if measured.
-    pub folds_throughput: Option<f64>,
-    /// Measured throughput of `ta` (samples/s) of one fold on all cores, if measured.
-    pub serial_throughput: Option<f64>,
-    /// Per-model speeds used for sizing.
-    pub speeds: Vec<SpeedRecord>,
-    /// The budget (seconds) of a sized schedule.
-    pub budget_secs: Option<f64>,
-    /// Seconds left for training when the schedule was sized.
-    pub training_budget_secs: Option<f64>,
-    /// Predicted training time (seconds) of the chosen schedule.
-    pub predicted_training_secs: Option<f64>,
-}
-
-/// `run.json`: what a run folder holds, fixed at its first start.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunState {
-    /// Format version.
-    pub version: u32,
-    /// The run's name.
-    pub run: String,
-    /// The resolved schedule.
-    pub schedule: Schedule,
-    /// The seed.
-    pub seed: u64,
-    /// `synthetic` or `root`.
-    pub data_kind: String,
-    /// The data folder.
-    pub data_root: PathBuf,
-    /// The feature cache folder.
-    pub cache_dir: PathBuf,
-    /// Hash of the sample list.
-    pub list_hash: String,
-    /// Number of samples.
-    pub samples: usize,
-    /// Number of LOSO folds.
-    pub folds: usize,
-    /// The experiments file.
-    pub experiments_file: PathBuf,
-    /// The experiment definitions trained in this run (by name).
-    pub experiments: BTreeMap<String, ExperimentSpec>,
-    /// The report's tables.
-    pub tables: Vec<TableSpec>,
-    /// Parallelism and sizing.
-    pub plan: ExecutionPlan,
-    /// Creation time (seconds since the Unix epoch).
-    pub created_unix: u64,
-}
-
-const RUN_STATE_VERSION: u32 = 1;
 
 /// What [`run_ablation`] did.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
     /// The run folder.
     pub run_dir: PathBuf,
-    /// `REPORT.md`.
-    pub report: PathBuf,
-    /// Per-experiment results (those with all folds finished and the others).
-    pub summaries: Vec<ExperimentSummary>,
-    /// The run's state.
-    pub state: RunState,
-    /// Folds trained by this invocation.
-    pub trained_folds: usize,
-    /// Folds reused from earlier invocations.
-    pub reused_folds: usize,
+    /// The report (absent for a shard: `cargo xtask report` merges the shards).
+    pub report: Option<ReportOutcome>,
+    /// The run's settings.
+    pub settings: RunSettings,
+    /// Cells of this invocation's shard (all cells without a shard).
+    pub shard_cells: usize,
+    /// Cells trained by this invocation.
+    pub trained_cells: usize,
+    /// Cells of the shard found finished.
+    pub reused_cells: usize,
     /// Wall time of this invocation (seconds).
     pub wall_secs: f64,
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The sample ids `dataset/subject/sample`.
@@ -212,63 +224,44 @@ pub fn sample_ids(samples: &[SampleMeta]) -> Vec<String> {
     samples.iter().map(SampleMeta::id).collect()
 }
 
-/// Version of the training procedure's random streams, part of every fingerprint: bumped
-/// when a change makes the same configuration train differently (2: seeded dropout; 3: the
-/// weight-gradient sums in a fixed number of chunks, whatever the thread count).
-const TRAINING_VERSION: u32 = 3;
-
-/// The fingerprint of an experiment in a run: a fold file is reused only if it matches.
-pub fn fingerprint(e: &ExperimentSpec, s: &Schedule, seed: u64, list_hash: &str) -> String {
-    let text = format!(
-        "training={TRAINING_VERSION};variant={};input={};schedule={};seed={seed};list={list_hash}",
-        e.variant,
-        e.input,
-        serde_json::to_string(s).unwrap_or_default()
-    );
-    fnv1a64_hex(text.as_bytes())
+/// A run folder made ready for training: data indexed, features cached, settings agreed.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The run folder.
+    pub folder: RunFolder,
+    /// Its settings.
+    pub settings: RunSettings,
+    /// The data folder.
+    pub root: PathBuf,
+    /// This invocation's feature cache (the settings record the creator's).
+    pub cache_dir: PathBuf,
+    /// The samples, in list order.
+    pub samples: Vec<SampleMeta>,
+    /// Their LOSO folds.
+    pub folds: Vec<Fold>,
+    /// The experiments of this invocation.
+    pub experiments: Vec<ExperimentSpec>,
+    /// Its seeds.
+    pub seeds: Vec<u64>,
+    /// The execution plan, when preparing had to measure speeds (a budgeted new run).
+    pub measured_plan: Option<ExecutionPlan>,
+    /// Seconds spent on features.
+    pub feature_secs: f64,
+    started: Instant,
 }
 
-/// The fold files of an experiment: `(json, weights)`.
-pub fn fold_paths(run_dir: &Path, experiment: &str, fold: &Fold) -> (PathBuf, PathBuf) {
-    let d = run_dir.join("folds").join(experiment);
-    (
-        d.join(format!("{}.json", fold.stem())),
-        d.join(format!("{}.safetensors", fold.stem())),
-    )
-}
-
-/// The finished fold records of an experiment (in fold order), ignoring files of another
-/// fingerprint only if `strict` is false.
-pub fn load_fold_records(
-    run_dir: &Path,
-    experiment: &str,
-    folds: &[Fold],
-    fingerprint: &str,
-    strict: bool,
-) -> Result<Vec<FoldRecord>> {
-    let mut out = Vec::new();
-    for f in folds {
-        let (json, _) = fold_paths(run_dir, experiment, f);
-        if !json.exists() {
-            continue;
+impl Prepared {
+    /// This invocation's grid.
+    pub fn grid(&self) -> Grid {
+        Grid {
+            experiments: self
+                .experiments
+                .iter()
+                .map(|e| (e.name.clone(), e.clone()))
+                .collect(),
+            seeds: self.seeds.clone(),
         }
-        let r: FoldRecord = read_json(&json)?;
-        if r.fingerprint != fingerprint {
-            if strict {
-                return Err(Error::RunMismatch {
-                    path: run_dir.to_path_buf(),
-                    message: format!(
-                        "{} was made with another configuration (fingerprint {}, expected {fingerprint}); use another --run name or remove it",
-                        json.display(),
-                        r.fingerprint
-                    ),
-                });
-            }
-            continue;
-        }
-        out.push(r);
     }
-    Ok(out)
 }
 
 fn single_pool(threads: usize) -> Result<rayon::ThreadPool> {
@@ -309,14 +302,15 @@ fn measure_folds_mode(
 /// budget); 6 costs about 3 s more at the start.
 const MEASURE_STEPS: usize = 6;
 
-/// Picks the parallel mode and measures every distinct network's speed in it (when
-/// `need_speeds`).
+/// Picks how cells share the cores (measuring both ways for `auto`, when there are at
+/// least as many cells as cores) and, when `need_speeds`, every distinct network's speed.
 fn plan_execution(
     models: &[ModelConfig],
     opts: &AblationOptions,
+    cells: usize,
     need_speeds: bool,
     batch: usize,
-) -> Result<ExecutionPlan> {
+) -> Result<(ExecutionPlan, Vec<SpeedRecord>)> {
     let threads = opts.threads.max(1);
     // The schedule's batch (capped): per-sample speed depends on it.
     let batch = batch.clamp(2, 16);
@@ -328,19 +322,16 @@ fn plan_execution(
     let mut plan = ExecutionPlan {
         mode: "serial".into(),
         workers: 1,
-        threads_per_fold: threads,
+        threads_per_cell: threads,
         folds_throughput: None,
         serial_throughput: None,
-        speeds: Vec::new(),
-        budget_secs: None,
-        training_budget_secs: None,
-        predicted_training_secs: None,
     };
     let mode = match (opts.parallelism, threads) {
         (_, 1) => Parallelism::Serial,
+        (Parallelism::Auto, _) if cells < threads && !need_speeds => Parallelism::Serial,
         (Parallelism::Auto, _) => {
             tracing::info!(
-                "measuring training speed: one fold per core vs one fold on {threads} cores"
+                "measuring training speed: one cell per core vs one cell on {threads} cores"
             );
             let (folds_tp, _) = measure_folds_mode(&ta, threads, batch, MEASURE_STEPS)?;
             let serial_tp =
@@ -348,7 +339,7 @@ fn plan_execution(
             plan.folds_throughput = Some(folds_tp);
             plan.serial_throughput = Some(serial_tp);
             tracing::info!(
-                "{}: {folds_tp:.1} samples/s with {threads} folds in parallel, {serial_tp:.1} samples/s with one fold on {threads} threads",
+                "{}: {folds_tp:.1} samples/s with {threads} cells in parallel, {serial_tp:.1} samples/s with one cell on {threads} threads",
                 model_key(&ta)
             );
             if folds_tp >= serial_tp {
@@ -362,8 +353,9 @@ fn plan_execution(
     if mode == Parallelism::Folds {
         plan.mode = "folds".into();
         plan.workers = threads;
-        plan.threads_per_fold = 1;
+        plan.threads_per_cell = 1;
     }
+    let mut speeds = Vec::new();
     if need_speeds {
         let mut seen = std::collections::HashSet::new();
         for c in models {
@@ -376,13 +368,13 @@ fn plan_execution(
                 single_pool(threads)?.install(|| measure_speed(c, batch, MEASURE_STEPS))?
             };
             tracing::info!("{}: {per:.1} training samples/s per worker", model_key(c));
-            plan.speeds.push(SpeedRecord {
+            speeds.push(SpeedRecord {
                 model: model_key(c),
                 samples_per_sec: per,
             });
         }
     }
-    Ok(plan)
+    Ok((plan, speeds))
 }
 
 /// Seconds one worker needs for `jobs` at `epochs` epochs (training, plus the test-fold
@@ -406,57 +398,67 @@ fn predict_secs(
 fn size_epochs(
     spec: &ScheduleSpec,
     jobs: &[(ModelConfig, usize, usize)],
-    plan: &mut ExecutionPlan,
+    workers: usize,
+    speeds: &[SpeedRecord],
+    budget: f64,
     time_left: f64,
-) -> usize {
-    let speeds: HashMap<String, f64> = plan
-        .speeds
+) -> (usize, Sizing) {
+    let by_model: HashMap<String, f64> = speeds
         .iter()
         .map(|s| (s.model.clone(), s.samples_per_sec))
         .collect();
     // A margin for measurement noise and load that changes during the run (measured here:
     // folds ran 5-20% slower than the few timed steps), and parallel workers idle at the
     // end of the queue.
-    let efficiency = if plan.workers > 1 { 0.8 } else { 0.9 };
-    let capacity = time_left.max(0.0) * plan.workers as f64 * efficiency;
+    let efficiency = if workers > 1 { 0.8 } else { 0.9 };
+    let capacity = time_left.max(0.0) * workers as f64 * efficiency;
     let mut epochs = spec.min_epochs;
     for e in spec.min_epochs..=spec.max_epochs {
         let obs = spec.resolve("x", e).observation_epochs().len();
-        if predict_secs(jobs, &speeds, e, obs) <= capacity {
+        if predict_secs(jobs, &by_model, e, obs) <= capacity {
             epochs = e;
         } else {
             break;
         }
     }
     let obs = spec.resolve("x", epochs).observation_epochs().len();
-    plan.training_budget_secs = Some(time_left);
-    plan.predicted_training_secs =
-        Some(predict_secs(jobs, &speeds, epochs, obs) / (capacity / time_left.max(1e-9)).max(1e-9));
-    epochs
+    let predicted =
+        predict_secs(jobs, &by_model, epochs, obs) / (capacity / time_left.max(1e-9)).max(1e-9);
+    (
+        epochs,
+        Sizing {
+            budget_secs: budget,
+            training_budget_secs: time_left,
+            predicted_training_secs: predicted,
+            workers,
+            speeds: speeds.to_vec(),
+        },
+    )
 }
 
 /// Seconds kept back from the budget for the report and the manifest.
 const REPORT_RESERVE_SECS: f64 = 20.0;
 
-/// Runs the ablation experiments: see the module documentation.
-pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
-    let t0 = Instant::now();
+/// Step 1: data, features and the run folder's settings (see the module documentation).
+pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
+    let started = Instant::now();
     let file = ExperimentsFile::load(&opts.experiments_file)?;
-    let selected = file.select(&opts.only)?;
+    let experiments = file.select(&opts.only)?;
     let spec = file
         .schedule(&opts.schedule, &opts.experiments_file)?
         .clone();
-    if opts.run_name.is_empty()
-        || opts.run_name.contains(['/', '\\'])
-        || opts.run_name.starts_with('.')
-    {
-        return Err(Error::Invalid(format!(
-            "run name `{}`: expected a plain folder name",
-            opts.run_name
-        )));
+    let folder = RunFolder::new(&opts.results_dir, &opts.run_name)?;
+    std::fs::create_dir_all(&folder.dir).map_err(|e| Error::io(&folder.dir, e))?;
+    let mut seeds: Vec<u64> = Vec::new();
+    for s in if opts.seeds.is_empty() {
+        vec![file.seed]
+    } else {
+        opts.seeds.clone()
+    } {
+        if !seeds.contains(&s) {
+            seeds.push(s);
+        }
     }
-    let run_dir = opts.results_dir.join(&opts.run_name);
-    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
 
     // Data: the sample list, as the data crate indexes it.
     let root = opts.data.root().to_path_buf();
@@ -486,15 +488,15 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
     }
     let list_text = format_list(&samples);
     let list_hash = fnv1a64_hex(list_text.as_bytes());
-    write_atomic(&run_dir.join("samples.csv"), list_text.as_bytes())?;
     tracing::info!(
-        "{} samples, {} LOSO folds, {} experiments",
+        "{} samples, {} LOSO folds, {} experiments x {} seed(s)",
         samples.len(),
         folds.len(),
-        selected.len()
+        experiments.len(),
+        seeds.len()
     );
 
-    // Features: computed once into the cache (with a progress bar), then read per kind.
+    // Features: computed once into the cache (with a progress bar).
     let t_feat = Instant::now();
     let cache = FeatureCache::new(&opts.cache_dir, FeatureConfig::default());
     let rep = ensure_features(&root, &samples, None, &cache)?;
@@ -504,217 +506,239 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
         rep.computed,
         rep.reused
     );
-    let labels: Vec<usize> = samples.iter().map(|s| s.class.index()).collect();
-    let ids = sample_ids(&samples);
+
+    // The settings: the run folder's if it has them (checked), else this invocation's
+    // (sized first when a budget is asked for), created exclusively.
+    let existing = if folder.dir.join("run.json").exists() {
+        Some(folder.settings()?)
+    } else {
+        None
+    };
+    let fixed = opts.epochs.or(if opts.budget_secs.is_some() {
+        None
+    } else {
+        spec.epochs
+    });
+    let dropout = spec.dropout.unwrap_or(0.5);
+    let models: Vec<ModelConfig> = experiments
+        .iter()
+        .map(|e| e.model_config(dropout))
+        .collect::<Result<_>>()?;
+    let mut measured_plan = None;
+    let (epochs, sizing) = match (fixed, &existing) {
+        (Some(e), _) => (e, None),
+        // Resuming a sized run: its epochs (the budget is checked below).
+        (None, Some(s)) if s.sizing.is_some() && opts.budget_secs.is_some() => {
+            (s.schedule.epochs, s.sizing.clone())
+        }
+        (None, _) => {
+            let budget = opts.budget_secs.or(spec.budget_secs).unwrap_or(600.0);
+            let n_cells = experiments.len() * seeds.len() * folds.len();
+            let (plan, speeds) = plan_execution(&models, opts, n_cells, true, spec.batch_size)?;
+            let mut jobs: Vec<(ModelConfig, usize, usize)> = Vec::new();
+            for c in &models {
+                for _ in &seeds {
+                    jobs.extend(folds.iter().map(|f| (*c, f.train.len(), f.test.len())));
+                }
+            }
+            let left = budget - started.elapsed().as_secs_f64() - REPORT_RESERVE_SECS;
+            let (e, sizing) = size_epochs(&spec, &jobs, plan.workers, &speeds, budget, left);
+            tracing::info!(
+                "schedule `{}` sized to {e} epochs: {left:.0} s left of the {budget:.0} s budget, predicted training {:.0} s",
+                opts.schedule,
+                sizing.predicted_training_secs
+            );
+            measured_plan = Some(plan);
+            (e, Some(sizing))
+        }
+    };
+    let wanted = RunSettings {
+        version: RUN_FORMAT,
+        run: opts.run_name.clone(),
+        schedule: spec.resolve(&opts.schedule, epochs),
+        sizing,
+        base_seed: file.seed,
+        // A folder the synthetic generator wrote counts as synthetic, wherever it is.
+        data_kind: if opts.data.is_synthetic() || mer_data::synth::read_marker(&root).is_some() {
+            "synthetic"
+        } else {
+            "root"
+        }
+        .into(),
+        data_root: root.clone(),
+        cache_dir: opts.cache_dir.clone(),
+        list_hash,
+        samples: samples.len(),
+        folds: folds.len(),
+        experiments_file: opts.experiments_file.clone(),
+        tables: file.tables.clone(),
+        created_unix: now_unix(),
+    };
+    // The list first: a run.json always has its samples.csv beside it.
+    write_atomic(&folder.samples_path(), list_text.as_bytes())?;
+    let (settings, created) = folder.create_or_check(&wanted, opts.epochs.is_some())?;
+    if !created {
+        tracing::info!(
+            "run {}: {} epochs (settings from its run.json)",
+            settings.run,
+            settings.schedule.epochs
+        );
+    }
+    // The experiments' definitions must agree with earlier invocations'; shards of one
+    // count must share one grid (else their partitions would not cover it).
+    let earlier = folder.invocations()?;
+    let grid = Grid {
+        experiments: experiments
+            .iter()
+            .map(|e| (e.name.clone(), e.clone()))
+            .collect(),
+        seeds: seeds.clone(),
+    };
+    for inv in &earlier {
+        for (name, e) in &inv.grid.experiments {
+            if let Some(mine) = grid.experiments.get(name) {
+                check_same_experiment(e, mine, &folder.dir)?;
+            }
+        }
+        if let (Some(theirs), Some(mine)) = (&inv.shard, opts.shard) {
+            let same_count = theirs.parse::<Shard>().is_ok_and(|s| s.count == mine.count);
+            if same_count && inv.grid != grid {
+                return Err(Error::RunMismatch {
+                    path: folder.dir.clone(),
+                    message: format!(
+                        "setting `grid` differs from shard {theirs}'s (experiments {} x seeds {:?}; this shard: {} x {:?}): \
+shards of one run must be given the same --only and seeds",
+                        inv.grid.experiments.keys().cloned().collect::<Vec<_>>().join(","),
+                        inv.grid.seeds,
+                        grid.experiments.keys().cloned().collect::<Vec<_>>().join(","),
+                        grid.seeds
+                    ),
+                });
+            }
+        }
+    }
+    Ok(Prepared {
+        folder,
+        settings,
+        root,
+        cache_dir: opts.cache_dir.clone(),
+        samples,
+        folds,
+        experiments,
+        seeds,
+        measured_plan,
+        feature_secs,
+        started,
+    })
+}
+
+/// Multiply-accumulates per sample of an experiment's network (the static cost of its
+/// cells).
+fn experiment_macs(e: &ExperimentSpec, dropout: f32) -> Result<f64> {
+    let cfg = e.model_config(dropout)?;
+    Ok(OffTaNet::random(&cfg, &Device::Cpu)?
+        .summary()
+        .total_flops() as f64)
+}
+
+/// Step 2: the cells of `shard` (all without one) of the prepared grid, in grid order, and
+/// which of them are still to train.
+pub fn plan_cells_of(
+    p: &Prepared,
+    shard: Option<Shard>,
+) -> Result<(Vec<PlannedCell>, Vec<PlannedCell>)> {
+    let sch = &p.settings.schedule;
+    let exps: Vec<(String, f64)> = p
+        .experiments
+        .iter()
+        .map(|e| Ok((e.name.clone(), experiment_macs(e, sch.dropout)?)))
+        .collect::<Result<_>>()?;
+    let folds: Vec<(usize, usize, usize)> = p
+        .folds
+        .iter()
+        .map(|f| (f.number, f.train.len(), f.test.len()))
+        .collect();
+    let cells = plan_cells(
+        &exps,
+        &p.seeds,
+        &folds,
+        sch.epochs,
+        sch.observation_epochs().len(),
+    );
+    let mine = shard_cells(cells, shard);
+    let mut todo = Vec::new();
+    let mut done: HashMap<(usize, u64), Vec<usize>> = HashMap::new();
+    for c in &mine {
+        let e = &p.experiments[c.experiment];
+        let finished = match done.entry((c.experiment, c.key.seed)) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let fp = fingerprint(e, sch, c.key.seed, &p.settings.list_hash);
+                let recs = p
+                    .folder
+                    .load_cells(&e.name, c.key.seed, &p.folds, &fp, true)?;
+                v.insert(recs.into_iter().map(|r| r.fold).collect())
+            }
+        };
+        if !finished.contains(&c.key.fold) {
+            todo.push(c.clone());
+        }
+    }
+    Ok((mine, todo))
+}
+
+/// Step 3: trains `cells` with `plan`'s workers, writing each finished cell; returns how
+/// many were trained. Stops early (with [`Error::Stopped`]) after `stop_after` cells.
+pub fn train_cells(
+    p: &Prepared,
+    cells: &[PlannedCell],
+    plan: &ExecutionPlan,
+    progress: &Progress,
+    stop_after: Option<usize>,
+) -> Result<usize> {
+    let sch = &p.settings.schedule;
+    let cache = FeatureCache::new(&p.cache_dir, FeatureConfig::default());
+    let labels: Vec<usize> = p.samples.iter().map(|s| s.class.index()).collect();
+    let ids = sample_ids(&p.samples);
     let mut inputs: HashMap<InputKind, Tensor> = HashMap::new();
-    for e in &selected {
-        let k = e.input_kind()?;
+    for c in cells {
+        let k = p.experiments[c.experiment].input_kind()?;
         if let std::collections::hash_map::Entry::Vacant(v) = inputs.entry(k) {
-            let data = cache.load(&samples, k)?;
+            let data = cache.load(&p.samples, k)?;
             v.insert(Tensor::from_vec(
                 data,
-                (samples.len(), k.channels(), 112, 112),
+                (p.samples.len(), k.channels(), 112, 112),
                 &Device::Cpu,
             )?);
         }
     }
-
-    // The run's state: fixed at the first start, reused by a rerun.
-    let state_path = run_dir.join("run.json");
-    let mut state = if state_path.exists() {
-        let s: RunState = read_json(&state_path)?;
-        let mismatch = |message: String| Error::RunMismatch {
-            path: run_dir.clone(),
-            message,
-        };
-        if s.list_hash != list_hash {
-            return Err(mismatch(format!(
-                "its sample list (hash {}) differs from {}'s (hash {list_hash}); use another --run name",
-                s.list_hash,
-                root.display()
-            )));
-        }
-        if s.schedule.name != opts.schedule {
-            return Err(mismatch(format!(
-                "it was run with schedule `{}`, not `{}`",
-                s.schedule.name, opts.schedule
-            )));
-        }
-        if opts.epochs.is_none() && opts.budget_secs != s.plan.budget_secs {
-            let show =
-                |b: Option<f64>| b.map_or("none (fixed epochs)".to_string(), |b| format!("{b} s"));
-            return Err(mismatch(format!(
-                "setting `budget` differs: the run folder has {}, this invocation {}; use another --run name or remove the folder",
-                show(s.plan.budget_secs),
-                show(opts.budget_secs)
-            )));
-        }
-        if opts.epochs.is_some_and(|e| e != s.schedule.epochs) {
-            return Err(mismatch(format!(
-                "it was run with {} epochs",
-                s.schedule.epochs
-            )));
-        }
-        if spec.resolve(&opts.schedule, s.schedule.epochs) != s.schedule || s.seed != file.seed {
-            return Err(mismatch(format!(
-                "schedule `{}` or the seed in {} changed since the run started; use another --run name or remove the folder",
-                opts.schedule,
-                opts.experiments_file.display()
-            )));
-        }
-        for e in &selected {
-            if let Some(old) = s.experiments.get(&e.name) {
-                if (old.variant.as_str(), old.input.as_str())
-                    != (e.variant.as_str(), e.input.as_str())
-                {
-                    return Err(mismatch(format!(
-                        "experiment `{}` was {} on {} there",
-                        e.name, old.variant, old.input
-                    )));
-                }
-            }
-        }
-        tracing::info!(
-            "resuming run {} ({} epochs, {} mode)",
-            s.run,
-            s.schedule.epochs,
-            s.plan.mode
-        );
-        s
-    } else {
-        // Fixed unless a budget is asked for (or the schedule has no epochs).
-        let fixed = opts.epochs.or(if opts.budget_secs.is_some() {
-            None
-        } else {
-            spec.epochs
-        });
-        let dropout = spec.dropout.unwrap_or(0.5);
-        let models: Vec<ModelConfig> = selected
-            .iter()
-            .map(|e| e.model_config(dropout))
-            .collect::<Result<_>>()?;
-        let mut plan = plan_execution(&models, opts, fixed.is_none(), spec.batch_size)?;
-        let epochs = match fixed {
-            Some(e) => e,
-            None => {
-                let budget = opts.budget_secs.or(spec.budget_secs).unwrap_or(600.0);
-                let jobs: Vec<(ModelConfig, usize, usize)> = models
-                    .iter()
-                    .flat_map(|c| folds.iter().map(move |f| (*c, f.train.len(), f.test.len())))
-                    .collect();
-                let left = budget - t0.elapsed().as_secs_f64() - REPORT_RESERVE_SECS;
-                plan.budget_secs = Some(budget);
-                let e = size_epochs(&spec, &jobs, &mut plan, left);
-                tracing::info!(
-                    "schedule `{}` sized to {e} epochs: {left:.0} s left of the {budget:.0} s budget, predicted training {:.0} s",
-                    opts.schedule,
-                    plan.predicted_training_secs.unwrap_or(0.0)
-                );
-                e
-            }
-        };
-        let s = RunState {
-            version: RUN_STATE_VERSION,
-            run: opts.run_name.clone(),
-            schedule: spec.resolve(&opts.schedule, epochs),
-            seed: file.seed,
-            // A folder the synthetic generator wrote counts as synthetic, wherever it is.
-            data_kind: if opts.data.is_synthetic() || mer_data::synth::read_marker(&root).is_some()
-            {
-                "synthetic"
-            } else {
-                "root"
-            }
-            .into(),
-            data_root: root.clone(),
-            cache_dir: opts.cache_dir.clone(),
-            list_hash: list_hash.clone(),
-            samples: samples.len(),
-            folds: folds.len(),
-            experiments_file: opts.experiments_file.clone(),
-            experiments: BTreeMap::new(),
-            tables: file.tables.clone(),
-            plan,
-            created_unix: now_unix(),
-        };
-        s
-    };
-    for e in &selected {
-        state.experiments.insert(e.name.clone(), e.clone());
-    }
-    state.tables = file.tables.clone();
-    write_json(&state_path, &state)?;
-    let sch = &state.schedule;
-    eprintln!(
-        "schedule `{}`: {} epochs, batch {}, Adam lr {} x{} every {} epochs, observed every {} epochs (+ the last); {} mode, {} worker(s) x {} thread(s)",
-        sch.name, sch.epochs, sch.batch_size, sch.lr, sch.lr_decay, sch.lr_step, sch.eval_every, state.plan.mode, state.plan.workers, state.plan.threads_per_fold
-    );
-
-    // The jobs: every (experiment, fold) not finished yet.
-    struct Job {
-        exp: usize,
-        fold: usize,
-        cost: f64,
-    }
-    let speeds: HashMap<String, f64> = state
-        .plan
-        .speeds
+    let configs: Vec<ModelConfig> = p
+        .experiments
         .iter()
-        .map(|s| (s.model.clone(), s.samples_per_sec))
-        .collect();
-    let mut jobs = Vec::new();
-    let mut reused = 0;
-    let mut fingerprints = Vec::new();
-    let mut configs = Vec::new();
-    for (ei, e) in selected.iter().enumerate() {
-        let fp = fingerprint(e, sch, state.seed, &state.list_hash);
-        let done = load_fold_records(&run_dir, &e.name, &folds, &fp, true)?;
-        let cfg = e.model_config(sch.dropout)?;
-        for (fi, f) in folds.iter().enumerate() {
-            if done.iter().any(|r| r.fold == f.number) {
-                reused += 1;
-            } else {
-                let cost =
-                    f.train.len() as f64 / speeds.get(&model_key(&cfg)).copied().unwrap_or(1.0);
-                jobs.push(Job {
-                    exp: ei,
-                    fold: fi,
-                    cost,
-                });
-            }
-        }
-        fingerprints.push(fp);
-        configs.push(cfg);
-    }
-    if reused > 0 {
-        tracing::info!("{reused} folds already finished, {} to train", jobs.len());
-    }
+        .map(|e| e.model_config(sch.dropout))
+        .collect::<Result<_>>()?;
     // Longest first: the parallel workers finish together.
-    if state.plan.workers > 1 {
-        jobs.sort_by(|a, b| b.cost.total_cmp(&a.cost));
+    let mut order: Vec<&PlannedCell> = cells.iter().collect();
+    if plan.workers > 1 {
+        order.sort_by(|a, b| b.cost.total_cmp(&a.cost));
     }
-    let total_jobs = jobs.len();
-    let queue = Mutex::new(jobs.into_iter().collect::<VecDeque<_>>());
-    let multi = MultiProgress::new();
-    if !opts.progress {
-        multi.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    let folds_bar = multi.add(ProgressBar::new(total_jobs as u64));
-    folds_bar.set_style(
-        ProgressStyle::with_template("folds  [{bar:30}] {pos}/{len} ({elapsed}, eta {eta}) {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    progress.emit(ProgressEvent::Planned {
+        cells: order.len(),
+        epochs: sch.epochs,
+        workers: plan.workers,
+    });
+    let queue = Mutex::new(order.into_iter().collect::<VecDeque<_>>());
     let trained = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let t_train = Instant::now();
-    let workers = state.plan.workers.max(1);
-    let threads_per_fold = state.plan.threads_per_fold.max(1);
+    let workers = plan.workers.max(1);
+    let threads_per_cell = plan.threads_per_cell.max(1);
     std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                let pool = match single_pool(threads_per_fold) {
+        for worker in 0..workers {
+            let (queue, trained, stop, first_error) = (&queue, &trained, &stop, &first_error);
+            let (inputs, configs, labels, ids) = (&inputs, &configs, &labels, &ids);
+            s.spawn(move || {
+                let pool = match single_pool(threads_per_cell) {
                     Ok(p) => p,
                     Err(e) => {
                         first_error.lock().unwrap().get_or_insert(e);
@@ -722,41 +746,43 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
                         return;
                     }
                 };
-                let bar = multi.add(ProgressBar::new(sch.epochs as u64));
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "  {msg:28} [{bar:20}] epoch {pos}/{len} (eta {eta})",
-                    )
-                    .expect("valid template")
-                    .progress_chars("=> "),
-                );
                 loop {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
-                    let Some(job) = queue.lock().unwrap().pop_front() else {
+                    let Some(cell) = queue.lock().unwrap().pop_front() else {
                         break;
                     };
-                    let e = &selected[job.exp];
-                    let f = &folds[job.fold];
-                    bar.reset();
-                    bar.set_message(format!("{} {}", e.name, f.subject_id()));
-                    let x = &inputs[&e.input_kind().expect("validated")];
+                    let e = &p.experiments[cell.experiment];
+                    let f = &p.folds[cell.fold];
+                    let seed = cell.key.seed;
+                    progress.emit(ProgressEvent::CellStarted {
+                        worker,
+                        cell: cell.key.clone(),
+                        subject: f.subject_id(),
+                    });
+                    let fp = fingerprint(e, sch, seed, &p.settings.list_hash);
                     let fj = FoldJob {
                         experiment: &e.name,
-                        fingerprint: &fingerprints[job.exp],
-                        model: configs[job.exp],
+                        fingerprint: &fp,
+                        model: configs[cell.experiment],
                         schedule: sch,
-                        seed: state.seed,
+                        seed,
                         fold: f,
-                        x,
-                        labels: &labels,
-                        ids: &ids,
+                        x: &inputs[&e.input_kind().expect("validated")],
+                        labels,
+                        ids,
+                    };
+                    let on_epoch = |ep: usize| {
+                        progress.emit(ProgressEvent::Epoch {
+                            worker,
+                            epoch: ep + 1,
+                        })
                     };
                     let res = pool
-                        .install(|| train_fold(&fj, &|ep| bar.set_position(ep as u64 + 1)))
+                        .install(|| train_fold(&fj, &on_epoch))
                         .and_then(|(rec, model)| {
-                            let (json, weights) = fold_paths(&run_dir, &e.name, f);
+                            let (json, weights) = p.folder.cell_paths(&e.name, seed, f);
                             write_atomic_with(&weights, |tmp: &Path| -> Result<()> {
                                 Ok(model.save_safetensors(tmp)?)
                             })?;
@@ -767,23 +793,22 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
                         Ok(rec) => {
                             let last = rec.observations.last().map_or(0.0, |o| o.uar);
                             let line = format!(
-                                "{:<10} fold {:>2}/{} {:<14} n_test {:>2}  UAR@last {:.3}  {:.1} s",
+                                "{:<10} seed {seed} fold {:>2}/{} {:<14} n_test {:>2}  UAR@last {:.3}  {:.1} s",
                                 e.name,
                                 f.number,
-                                folds.len(),
+                                p.folds.len(),
                                 f.subject_id(),
                                 rec.truth.len(),
                                 last,
                                 rec.seconds
                             );
-                            if multi.is_hidden() {
-                                tracing::info!("{line}");
-                            } else {
-                                let _ = multi.println(line);
-                            }
-                            folds_bar.inc(1);
+                            progress.emit(ProgressEvent::CellFinished {
+                                worker,
+                                cell: cell.key.clone(),
+                                line,
+                            });
                             let n = trained.fetch_add(1, Ordering::SeqCst) + 1;
-                            if opts.stop_after_folds.is_some_and(|k| n >= k) {
+                            if stop_after.is_some_and(|k| n >= k) {
                                 stop.store(true, Ordering::SeqCst);
                             }
                         }
@@ -798,55 +823,150 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
                         }
                     }
                 }
-                bar.finish_and_clear();
             });
         }
     });
-    folds_bar.finish_and_clear();
+    progress.emit(ProgressEvent::TrainingDone);
     if let Some(e) = first_error.into_inner().unwrap() {
         return Err(e);
     }
     let trained = trained.into_inner();
-    let training_secs = t_train.elapsed().as_secs_f64();
-    if trained < total_jobs {
+    if trained < cells.len() {
         return Err(Error::Stopped(trained));
     }
+    Ok(trained)
+}
 
-    // Report over every experiment of the run folder.
-    let timing = Timing {
-        started_unix: now_unix().saturating_sub(t0.elapsed().as_secs()),
-        wall_secs: t0.elapsed().as_secs_f64(),
-        feature_secs,
-        training_secs,
-        trained_folds: trained,
-        reused_folds: reused,
+/// Runs the ablation experiments (or one shard of them): see the module documentation.
+pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
+    let p = prepare(opts)?;
+    let (mine, todo) = plan_cells_of(&p, opts.shard)?;
+    let reused = mine.len() - todo.len();
+    if let Some(s) = opts.shard {
+        tracing::info!(
+            "shard {s}: {} of the grid's cells, {reused} finished, {} to train",
+            mine.len(),
+            todo.len()
+        );
+    } else if reused > 0 {
+        tracing::info!("{reused} cells already finished, {} to train", todo.len());
+    }
+    let sch = p.settings.schedule.clone();
+    let plan = match p.measured_plan.clone() {
+        Some(plan) => plan,
+        None => {
+            let models: Vec<ModelConfig> = p
+                .experiments
+                .iter()
+                .map(|e| e.model_config(sch.dropout))
+                .collect::<Result<_>>()?;
+            if todo.is_empty() {
+                ExecutionPlan {
+                    mode: "none".into(),
+                    workers: 0,
+                    threads_per_cell: 0,
+                    folds_throughput: None,
+                    serial_throughput: None,
+                }
+            } else {
+                plan_execution(&models, opts, todo.len(), false, sch.batch_size)?.0
+            }
+        }
     };
-    let summaries = write_report(&run_dir, &state, &folds, &samples, opts, &timing)?;
-    let wall_secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "schedule `{}`: {} epochs, batch {}, Adam lr {} x{} every {} epochs, observed every {} epochs (+ the last); {} seed(s); {} cells to train, {} mode, {} worker(s) x {} thread(s)",
+        sch.name, sch.epochs, sch.batch_size, sch.lr, sch.lr_decay, sch.lr_step, sch.eval_every,
+        p.seeds.len(), todo.len(), plan.mode, plan.workers, plan.threads_per_cell
+    );
+    // This invocation's record: written now (so a killed shard's grid still counts), and
+    // again with its timings at the end.
+    let machine = crate::report::Machine::detect();
+    let started_unix = now_unix().saturating_sub(p.started.elapsed().as_secs());
+    let inv_path = p
+        .folder
+        .new_invocation_path(started_unix, &machine.hostname);
+    let mut record = InvocationRecord {
+        commit: opts.provenance.commit.clone(),
+        command: opts.provenance.command.clone(),
+        hostname: machine.hostname.clone(),
+        grid: p.grid(),
+        shard: opts.shard.map(|s| s.to_string()),
+        shard_cells: mine.len(),
+        plan: plan.clone(),
+        timing: None,
+        started_unix,
+    };
+    write_json(&inv_path, &record)?;
+    let t_train = Instant::now();
+    let trained = train_cells(&p, &todo, &plan, &opts.progress, opts.stop_after_cells);
+    let timing = Timing {
+        started_unix,
+        wall_secs: p.started.elapsed().as_secs_f64(),
+        feature_secs: p.feature_secs,
+        training_secs: t_train.elapsed().as_secs_f64(),
+        trained_cells: match &trained {
+            Ok(n) => *n,
+            Err(Error::Stopped(n)) => *n,
+            Err(_) => 0,
+        },
+        reused_cells: reused,
+    };
+    record.timing = Some(timing);
+    write_json(&inv_path, &record)?;
+    let trained = trained?;
+
+    // The report over every cell of the run folder; a shard leaves it to `report`.
+    let report = if opts.shard.is_none() {
+        Some(write_report(&p.folder, &opts.provenance)?)
+    } else {
+        None
+    };
     Ok(RunOutcome {
-        report: run_dir.join("REPORT.md"),
-        run_dir,
-        summaries,
-        state,
-        trained_folds: trained,
-        reused_folds: reused,
-        wall_secs,
+        run_dir: p.folder.dir.clone(),
+        report,
+        settings: p.settings.clone(),
+        shard_cells: mine.len(),
+        trained_cells: trained,
+        reused_cells: reused,
+        wall_secs: p.started.elapsed().as_secs_f64(),
     })
 }
 
-/// Timings of one invocation, for the manifest and the report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Timing {
-    /// Start (seconds since the Unix epoch).
-    pub started_unix: u64,
-    /// Wall time up to the report (seconds).
-    pub wall_secs: f64,
-    /// Feature extraction (seconds, including cache checks).
-    pub feature_secs: f64,
-    /// Training (seconds).
-    pub training_secs: f64,
-    /// Folds trained.
-    pub trained_folds: usize,
-    /// Folds reused from the run folder.
-    pub reused_folds: usize,
+/// Records an invocation that trains nothing but hands the grid to others (a Slurm
+/// submission): the report then knows every cell the run is to have, even before any
+/// task ran. Returns the number of cells in the grid.
+pub fn record_submission(p: &Prepared, opts: &AblationOptions, mode: &str) -> Result<usize> {
+    let (all, todo) = plan_cells_of(p, None)?;
+    let machine = crate::report::Machine::detect();
+    let started_unix = now_unix().saturating_sub(p.started.elapsed().as_secs());
+    let record = InvocationRecord {
+        commit: opts.provenance.commit.clone(),
+        command: opts.provenance.command.clone(),
+        hostname: machine.hostname.clone(),
+        grid: p.grid(),
+        shard: None,
+        shard_cells: 0,
+        plan: ExecutionPlan {
+            mode: mode.into(),
+            workers: 0,
+            threads_per_cell: 0,
+            folds_throughput: None,
+            serial_throughput: None,
+        },
+        timing: Some(Timing {
+            started_unix,
+            wall_secs: p.started.elapsed().as_secs_f64(),
+            feature_secs: p.feature_secs,
+            training_secs: 0.0,
+            trained_cells: 0,
+            reused_cells: all.len() - todo.len(),
+        }),
+        started_unix,
+    };
+    write_json(
+        &p.folder
+            .new_invocation_path(started_unix, &machine.hostname),
+        &record,
+    )?;
+    Ok(all.len())
 }
