@@ -1,126 +1,13 @@
-//! `cargo xtask ablation | metrics | attention` end to end on a tiny synthetic database
-//! (3 subjects, one per database): the same code path as the main command, with a tiny
-//! schedule from an experiments file written here; then an interrupted run that resumes.
+//! `cargo xtask ablation | report | metrics | attention` end to end on a tiny synthetic
+//! database (3 subjects, one per database): the same code path as the main command, with a
+//! tiny schedule from an experiments file written here; an interrupted run that resumes;
+//! shards run at once into one run folder; a shard killed with SIGKILL.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+mod common;
 
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use std::path::PathBuf;
 
-fn ok(out: &Output, what: &str) -> String {
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "{what} failed:\nstdout:\n{so}\nstderr:\n{se}"
-    );
-    so.into_owned()
-}
-
-/// Two experiments of the ablation, two epochs, the reference's dropout 0.5 (its masks are
-/// seeded: training is bit-for-bit reproducible, which the resume test needs).
-const TINY: &str = r#"
-seed = 1
-[schedules.tiny]
-epochs = 2
-batch_size = 4
-lr = 1e-3
-lr_decay = 0.3
-lr_step = 1
-eval_every = 1
-dropout = 0.5
-
-[[experiments]]
-name = "ta"
-variant = "ta"
-input = "flow3"
-
-[[experiments]]
-name = "res"
-variant = "res"
-input = "flow-no-strain"
-
-[[tables]]
-id = "table4"
-title = "Table 4 (tiny)"
-rows = [
-    { experiment = "res", label = "No enhancement", paper_uar = 0.6804, paper_uf1 = 0.6745 },
-    { experiment = "ta", label = "Off-TANet (Ours)", paper_uar = 0.7315, paper_uf1 = 0.7242 },
-]
-"#;
-
-/// The tiny database and experiments file, made once for all tests of this file.
-fn setup() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("xtask-eval-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let db = dir.join("db");
-        ok(
-            &xtask(&[
-                "synth",
-                "--out",
-                db.to_str().unwrap(),
-                "--subjects",
-                "3",
-                "--samples-per-subject",
-                "4",
-                "--frames",
-                "3",
-                "--size",
-                "64",
-            ]),
-            "synth",
-        );
-        std::fs::write(dir.join("tiny.toml"), TINY).unwrap();
-        dir
-    })
-}
-
-fn ablation(dir: &Path, run: &str, extra: &[&str]) -> Output {
-    let p = |s: &str| dir.join(s).to_str().unwrap().to_string();
-    let mut args: Vec<String> = [
-        "ablation",
-        "--data",
-        &p("db"),
-        "--config",
-        &p("tiny.toml"),
-        "--schedule",
-        "tiny",
-        "--results",
-        &p("results"),
-        "--cache",
-        &p("cache"),
-        "--run",
-        run,
-        "--no-progress",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    xtask(&args)
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn is_png(p: &Path) -> bool {
-    std::fs::read(p)
-        .map(|b| b.starts_with(b"\x89PNG"))
-        .unwrap_or(false)
-}
+use common::*;
 
 /// The whole pipeline: synthetic database -> index -> features -> LOSO training of two
 /// experiments (folds in parallel) -> report, figures, manifest; then `metrics` on the
@@ -352,61 +239,6 @@ fn interrupted_run_resumes_to_the_same_report() {
     );
 }
 
-/// The report files of two runs agree, but for the lines that say who trained what and
-/// how fast, and the runs' names.
-fn same_results(dir: &Path, a: &str, b: &str, experiments: &[&str]) {
-    let strip = |s: String| {
-        s.lines()
-            .filter(|l| !l.starts_with("- Invocation"))
-            .map(|l| l.replace(a, "RUN").replace(b, "RUN"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let mut files: Vec<String> = [
-        "summary.csv",
-        "seeds.csv",
-        "REPORT.md",
-        "attention/TABLE5.md",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    files.extend(experiments.iter().map(|e| format!("predictions/{e}.csv")));
-    for f in files {
-        assert_eq!(
-            strip(read(&dir.join("results").join(a).join(&f))),
-            strip(read(&dir.join("results").join(b).join(&f))),
-            "{f} differs between {a} and {b}"
-        );
-    }
-}
-
-/// The finished cell files of a run, with their modification times.
-fn cell_files(run: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
-    let mut out = Vec::new();
-    let mut stack = vec![run.join("cells")];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "json")
-                && !p.file_name().unwrap().to_string_lossy().starts_with('.')
-            {
-                out.push((
-                    p.clone(),
-                    std::fs::metadata(&p).unwrap().modified().unwrap(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Two seeds of `ta` (6 cells) in one process; the same grid as three shards running at
 /// once into one run folder, then `report`: the same report, number for number. A shard
 /// with a changed setting or another grid is refused, naming what differs.
@@ -420,30 +252,15 @@ fn concurrent_shards_give_the_report_of_one_process() {
             let mut args = grid.to_vec();
             let s = format!("{i}/3");
             args.extend(["--shard", &s]);
-            let p = |s: &str| dir.join(s).to_str().unwrap().to_string();
-            let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-            c.args([
-                "ablation",
-                "--data",
-                &p("db"),
-                "--config",
-                &p("tiny.toml"),
-                "--schedule",
-                "tiny",
-                "--results",
-                &p("results"),
-                "--cache",
-                &p("cache"),
-                "--run",
-                "sharded",
-                "--no-progress",
-            ]);
-            c.args(&args);
-            c.spawn().unwrap()
+            ablation_command(dir, "sharded", &args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
         })
         .collect();
-    for mut c in shards {
-        assert!(c.wait().unwrap().success(), "a shard failed");
+    for c in shards {
+        ok(&c.wait_with_output().unwrap(), "a shard");
     }
     let run = dir.join("results/sharded");
     assert!(!run.join("REPORT.md").exists(), "a shard wrote the report");
@@ -527,28 +344,11 @@ fn a_killed_shard_loses_only_its_cell_in_progress() {
         "serial",
     ];
     ok(&ablation(dir, "unkilled", &grid), "uninterrupted run");
-    let p = |s: &str| dir.join(s).to_str().unwrap().to_string();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.args([
-        "ablation",
-        "--data",
-        &p("db"),
-        "--config",
-        &p("tiny.toml"),
-        "--schedule",
-        "tiny",
-        "--results",
-        &p("results"),
-        "--cache",
-        &p("cache"),
-        "--run",
-        "killed",
-        "--no-progress",
-    ])
-    .args(grid)
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null());
-    let mut child = c.spawn().unwrap();
+    let mut child = ablation_command(dir, "killed", &grid)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let run = dir.join("results/killed");
     let t0 = std::time::Instant::now();
     while cell_files(&run).is_empty() {
