@@ -2,11 +2,10 @@
 # Installs the system packages the workspace needs (Debian/Ubuntu, as root or
 # with sudo): OpenCV with the contrib modules (optflow: the reference peer;
 # imgcodecs/imgproc/objdetect: image I/O, bicubic resize, Haar cascades),
-# clang/libclang for the opencv crate's binding generator; slurm-wlm and munge
-# for the test that runs `cargo xtask ablation --slurm` on a real single-node
-# Slurm. Idempotent: does nothing when everything is present.
+# clang/libclang for the opencv crate's binding generator. Idempotent: does
+# nothing when everything is present.
 set -euo pipefail
-pkgs=(libopencv-dev libopencv-contrib-dev opencv-data clang libclang-dev pkg-config slurm-wlm munge)
+pkgs=(libopencv-dev libopencv-contrib-dev opencv-data clang libclang-dev pkg-config)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

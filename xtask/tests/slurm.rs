@@ -1,5 +1,5 @@
 //! `cargo xtask ablation --slurm` on a real Slurm: this test starts a single-node cluster on
-//! localhost (Debian's slurm-wlm and munge, installed by `scripts/setup.sh`; see
+//! localhost (Debian's slurm-wlm and munge, installed by `scripts/test.sh`; see
 //! `../shared/docs/slurm-notes.md`), submits a tiny two-seed run as a job array plus its
 //! report job, waits for both, and checks that the report equals the single-process run's.
 //! The daemons it started are stopped by their pids, also when the test fails. Where Slurm
@@ -227,7 +227,7 @@ fn a_slurm_array_run_gives_the_report_of_one_process() {
     .collect();
     if !missing.is_empty() {
         return unavailable(&format!(
-            "{} not installed (scripts/setup.sh installs slurm-wlm and munge)",
+            "{} not installed (scripts/test.sh installs slurm-wlm and munge)",
             missing.join(", ")
         ));
     }
