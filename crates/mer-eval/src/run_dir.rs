@@ -330,10 +330,21 @@ use another --run name or remove the folder"
         self.dir.join("samples.csv")
     }
 
-    /// The sample list and its LOSO folds.
+    /// The sample list and its LOSO folds, checked against the settings' list hash.
     pub fn samples(&self) -> Result<(Vec<SampleMeta>, Vec<Fold>)> {
         let path = self.samples_path();
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let hash = fnv1a64_hex(text.as_bytes());
+        let want = self.settings()?.list_hash;
+        if hash != want {
+            return Err(Error::RunMismatch {
+                path: self.dir.clone(),
+                message: format!(
+                    "{} has hash {hash}, run.json says {want}: the list was replaced; rerun `cargo xtask ablation` on this run to restore it",
+                    path.display()
+                ),
+            });
+        }
         let samples = mer_data::list::parse_list(&text, &path)?;
         let folds = loso_folds(&samples);
         Ok((samples, folds))

@@ -527,9 +527,24 @@ pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
     let mut measured_plan = None;
     let (epochs, sizing) = match (fixed, &existing) {
         (Some(e), _) => (e, None),
-        // Resuming a sized run: its epochs (the budget is checked below).
-        (None, Some(s)) if s.sizing.is_some() && opts.budget_secs.is_some() => {
-            (s.schedule.epochs, s.sizing.clone())
+        // Resuming with a budget: the folder's epochs, without measuring again (a
+        // different budget, or none in the folder, is refused by the check below).
+        (None, Some(s)) if opts.budget_secs.is_some() => {
+            let budget = opts.budget_secs.expect("matched");
+            let sizing = match &s.sizing {
+                Some(z) => Sizing {
+                    budget_secs: budget,
+                    ..z.clone()
+                },
+                None => Sizing {
+                    budget_secs: budget,
+                    training_budget_secs: 0.0,
+                    predicted_training_secs: 0.0,
+                    workers: 0,
+                    speeds: Vec::new(),
+                },
+            };
+            (s.schedule.epochs, Some(sizing))
         }
         (None, _) => {
             let budget = opts.budget_secs.or(spec.budget_secs).unwrap_or(600.0);
@@ -574,9 +589,15 @@ pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
         tables: file.tables.clone(),
         created_unix: now_unix(),
     };
-    // The list first: a run.json always has its samples.csv beside it.
+    // Refused before anything is written into a folder of other settings. The list is
+    // written before run.json (a run.json always has its samples.csv) and again once the
+    // settings are agreed (a concurrent creator with another list may have written its).
+    if let Some(s) = &existing {
+        s.check(&wanted, opts.epochs.is_some(), &folder.dir)?;
+    }
     write_atomic(&folder.samples_path(), list_text.as_bytes())?;
     let (settings, created) = folder.create_or_check(&wanted, opts.epochs.is_some())?;
+    write_atomic(&folder.samples_path(), list_text.as_bytes())?;
     if !created {
         tracing::info!(
             "run {}: {} epochs (settings from its run.json)",
