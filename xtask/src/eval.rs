@@ -131,7 +131,7 @@ pub struct MetricsArgs {
 
 #[derive(Args)]
 pub struct ReportArgs {
-    /// The run (folder name under `results/`; default: the most recent run).
+    /// The run (folder name under `results/`; default: the run worked on last).
     #[arg(long)]
     pub run: Option<String>,
     /// The folder of run folders.
@@ -438,8 +438,22 @@ pub fn metrics(a: MetricsArgs) -> Result<()> {
     Ok(())
 }
 
-/// The most recently modified run folder (one with a `run.json`).
+/// The run folder worked on last: the newest invocation record (or `run.json`).
 fn latest_run(results: &Path) -> Result<String> {
+    let newest = |dir: &Path| -> Option<std::time::SystemTime> {
+        let inv = std::fs::read_dir(dir.join("invocations"))
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.metadata().ok()?.modified().ok())
+            .max();
+        inv.or_else(|| {
+            std::fs::metadata(dir.join("run.json"))
+                .ok()?
+                .modified()
+                .ok()
+        })
+    };
     let mut best: Option<(std::time::SystemTime, String)> = None;
     for e in std::fs::read_dir(results).with_context(|| {
         format!(
@@ -448,8 +462,10 @@ fn latest_run(results: &Path) -> Result<String> {
         )
     })? {
         let e = e?;
-        let state = e.path().join("run.json");
-        if let Ok(m) = std::fs::metadata(&state).and_then(|m| m.modified()) {
+        if !e.path().join("run.json").is_file() {
+            continue;
+        }
+        if let Some(m) = newest(&e.path()) {
             if best.as_ref().is_none_or(|(t, _)| m > *t) {
                 best = Some((m, e.file_name().to_string_lossy().into_owned()));
             }

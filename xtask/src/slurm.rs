@@ -109,6 +109,9 @@ pub fn submit(a: &AblationArgs, opts: &AblationOptions) -> Result<()> {
     if a.shard.is_some() {
         bail!("--shard and --slurm: the array tasks choose their shards");
     }
+    if opts.budget_secs.is_some() {
+        bail!("--budget sizes the epochs for the cores of one machine; a Slurm run needs fixed epochs (--epochs E or the schedule's)");
+    }
     let p = prepare(opts)?;
     let cells = record_submission(&p, opts, "slurm-submit")?;
     let shards = a.shards.unwrap_or(cells.min(1000)).min(cells).max(1);
@@ -118,7 +121,20 @@ pub fn submit(a: &AblationArgs, opts: &AblationOptions) -> Result<()> {
     let exe = std::env::current_exe().context("the path of this program")?;
     let exe = exe.to_string_lossy().into_owned();
     let cwd = abs(Path::new("."))?;
-    let name = format!("mer-{}", p.settings.run);
+    // `#SBATCH` values are not shell words: refuse what they cannot carry, and escape
+    // `%` (a file-name pattern in --output).
+    for (what, v) in [
+        ("working folder", &cwd),
+        ("run folder", &abs(&p.folder.dir)?),
+    ] {
+        if v.chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\'')
+        {
+            bail!("{what} `{v}`: Slurm's #SBATCH lines cannot hold spaces or quotes; use a path without them");
+        }
+    }
+    let pct = |s: String| s.replace('%', "%%");
+    let name = format!("mer-{}", mer_common::names::file_safe(&p.settings.run));
     let mut head = vec![
         "#!/bin/bash".to_string(),
         format!("#SBATCH --job-name={name}"),
@@ -136,7 +152,7 @@ pub fn submit(a: &AblationArgs, opts: &AblationOptions) -> Result<()> {
     }
     array.push(format!(
         "#SBATCH --output={}/cell-%A_%a.out",
-        logs.display()
+        pct(logs.display().to_string())
     ));
     array.push(format!(
         "# {cells} cells (experiment x seed x fold) in {shards} shards; each task takes its shard from SLURM_ARRAY_TASK_ID."
@@ -149,7 +165,10 @@ pub fn submit(a: &AblationArgs, opts: &AblationOptions) -> Result<()> {
     ));
     let mut report = head;
     report.push("#SBATCH --cpus-per-task=1".into());
-    report.push(format!("#SBATCH --output={}/report-%j.out", logs.display()));
+    report.push(format!(
+        "#SBATCH --output={}/report-%j.out",
+        pct(logs.display().to_string())
+    ));
     report.push("set -euo pipefail".into());
     report.push(format!(
         "exec {} report --run {} --results {}",

@@ -6,9 +6,12 @@ use std::path::PathBuf;
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Plain text in files (Slurm logs, redirected runs), colours on a terminal.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

@@ -279,7 +279,7 @@ fn concurrent_shards_give_the_report_of_one_process() {
     same_results(dir, "one", "sharded", &["ta", "ta.seed-2"]);
     let report = read(&run.join("REPORT.md"));
     assert!(
-        report.contains("seed(s) 1, 2") && report.contains("± "),
+        report.contains("seed(s) 1, 2") && report.contains("** ± "),
         "{report}"
     );
     assert!(report.contains("- Invocation 3 (shard"), "{report}");
@@ -318,7 +318,7 @@ fn concurrent_shards_give_the_report_of_one_process() {
         ]),
         "report of a partial run",
     );
-    assert!(out.contains("of 6 cells finished"), "{out}");
+    assert!(out.contains("2 of 6 cells finished"), "{out}");
     let report = read(&dir.join("results/partial/REPORT.md"));
     assert!(
         report.contains("## Missing cells") && report.contains("folds missing"),
@@ -344,7 +344,15 @@ fn a_killed_shard_loses_only_its_cell_in_progress() {
         "serial",
     ];
     ok(&ablation(dir, "unkilled", &grid), "uninterrupted run");
-    let mut child = ablation_command(dir, "killed", &grid)
+    // Shard 1/2 (3 of the 6 cells), killed once its first cell is on disk.
+    let shard = |i: &str| {
+        let mut a = grid.to_vec();
+        a.extend(["--shard", i]);
+        a.into_iter().map(String::from).collect::<Vec<String>>()
+    };
+    let first = shard("1/2");
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let mut child = ablation_command(dir, "killed", &first)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -354,7 +362,7 @@ fn a_killed_shard_loses_only_its_cell_in_progress() {
     while cell_files(&run).is_empty() {
         assert!(
             child.try_wait().unwrap().is_none(),
-            "the run ended before a cell was seen"
+            "the shard ended before a cell was seen"
         );
         assert!(t0.elapsed().as_secs() < 300, "no cell after 300 s");
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -363,19 +371,25 @@ fn a_killed_shard_loses_only_its_cell_in_progress() {
     child.wait().unwrap();
     let before = cell_files(&run);
     assert!(
-        !before.is_empty() && before.len() < 6,
-        "{} cells at the kill",
+        !before.is_empty() && before.len() < 3,
+        "{} of the shard's 3 cells at the kill",
         before.len()
     );
-    let out = ok(&ablation(dir, "killed", &grid), "rerun after the kill");
-    let trained = 6 - before.len();
+    let out = ok(
+        &ablation(dir, "killed", &first),
+        "the shard rerun after the kill",
+    );
+    let trained = 3 - before.len();
     assert!(
         out.contains(&format!(
-            "({trained} cells trained, {} reused)",
+            "shard done ({trained} of its 3 cells trained, {} reused)",
             before.len()
         )),
         "{out}"
     );
+    let second = shard("2/2");
+    let second: Vec<&str> = second.iter().map(String::as_str).collect();
+    ok(&ablation(dir, "killed", &second), "the other shard");
     let after = cell_files(&run);
     assert_eq!(after.len(), 6);
     for (p, t) in &before {
@@ -385,6 +399,16 @@ fn a_killed_shard_loses_only_its_cell_in_progress() {
             p.display()
         );
     }
+    ok(
+        &xtask(&[
+            "report",
+            "--results",
+            dir.join("results").to_str().unwrap(),
+            "--run",
+            "killed",
+        ]),
+        "report",
+    );
     same_results(dir, "unkilled", "killed", &["ta", "ta.seed-2"]);
     // The killed invocation's record stays, marked unfinished.
     let report = read(&run.join("REPORT.md"));

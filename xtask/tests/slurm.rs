@@ -302,6 +302,36 @@ fn a_slurm_array_run_gives_the_report_of_one_process() {
         })
         .count();
     assert_eq!(cells, 6, "one log per array task: {names:?}");
+    // Each task ran its own shard, and the report job merged them.
+    let mut shards: Vec<String> = names
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("cell-")
+        })
+        .map(|p| {
+            let log = read(p);
+            let i = log
+                .find("shard ")
+                .unwrap_or_else(|| panic!("no shard in {log}"));
+            log[i..].split(':').next().unwrap().to_string()
+        })
+        .collect();
+    shards.sort();
+    let want: Vec<String> = (1..=6).map(|i| format!("shard {i}/6")).collect();
+    assert_eq!(shards, want);
+    let report_log = names
+        .iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("report-")
+        })
+        .expect("a report job log");
+    assert!(read(report_log).contains("6 of 6 cells finished"));
     assert!(
         run_dir.join("REPORT.md").is_file(),
         "the report job did not write REPORT.md; logs: {names:?}"

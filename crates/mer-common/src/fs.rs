@@ -2,22 +2,35 @@
 //!
 //! The one durability rule of the workspace: the parent folders are created; the bytes go
 //! to a fresh temporary file beside the target (same folder, so the rename cannot cross
-//! file systems; `.NAME.tmp-PID-N.EXT`, unique per process and call, so concurrent writers of
-//! one folder never share a temporary file); the temporary file is flushed to disk
+//! file systems; `.NAME.tmp-PID-NONCE-N.EXT`, unique per process and call, so concurrent writers
+//! of one folder, on one machine or several, never share a temporary file); the temporary file is flushed to disk
 //! (`fsync`) and only then renamed over the target; on any failure the temporary file is
 //! removed. A crash at any point leaves the old file or the new one, whole.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use crate::{Error, Result};
 
 /// A fresh temporary path beside `path` (same folder, so that a rename into place is
-/// atomic): `.NAME.tmp-PID-N.EXT`, hidden, unique per process and call, and keeping the
+/// atomic): `.NAME.tmp-PID-NONCE-N.EXT`, hidden, unique per process and call (the nonce,
+/// drawn once per process from the host name and the start time, keeps processes with the
+/// same pid on different machines or containers sharing a folder apart), and keeping the
 /// target's extension for encoders that choose the format by it (PNG, JPEG).
 pub fn temp_beside(path: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static NONCE: OnceLock<u32> = OnceLock::new();
+    let nonce = *NONCE.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::env::var("HOSTNAME").map_err(|_| ()))
+            .unwrap_or_default();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        (crate::rng::mix64(crate::hash::fnv1a64(host.as_bytes()) ^ nanos) >> 32) as u32
+    });
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -27,7 +40,10 @@ pub fn temp_beside(path: &Path) -> PathBuf {
         .map(|e| format!(".{}", e.to_string_lossy()))
         .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    parent_of(path).join(format!(".{name}.tmp-{}-{n}{ext}", std::process::id()))
+    parent_of(path).join(format!(
+        ".{name}.tmp-{}-{nonce:08x}-{n}{ext}",
+        std::process::id()
+    ))
 }
 
 fn parent_of(path: &Path) -> &Path {
@@ -45,7 +61,11 @@ pub fn create_parent(path: &Path) -> Result<()> {
 /// Writes `bytes` to `path` atomically (see the module docs for the rule).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |tmp| {
-        let mut f = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+            .map_err(|e| Error::io(tmp, e))?;
         f.write_all(bytes).map_err(|e| Error::io(tmp, e))
     })
 }

@@ -60,7 +60,16 @@ impl Shard {
                 )
             })?;
             let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+            let dense = num("SLURM_ARRAY_TASK_MAX")?
+                .is_none_or(|max| max >= min && max - min + 1 == count)
+                && num("SLURM_ARRAY_TASK_STEP")?.is_none_or(|s| s == 1);
             let index = id.checked_sub(min).map(|i| i + 1).unwrap_or(0);
+            if !dense {
+                return Err(Error::Invalid(format!(
+                    "Slurm array task {id}: the array (min {min}, {count} tasks) is not dense; use --array=0-{}",
+                    count.saturating_sub(1)
+                )));
+            }
             return Shard::new(index, count)
                 .map(Some)
                 .map_err(|_| {
@@ -157,13 +166,20 @@ pub fn assign_shards(costs: &[f64], count: usize) -> Vec<usize> {
     out
 }
 
-/// The cells of `shard` (all cells without one), in grid order.
+/// The cells of `shard` (all cells without one), in grid order. The assignment sees the
+/// cells in the order of their keys, so it does not depend on the order of the
+/// experiments in the file or of the seeds on the command line.
 pub fn shard_cells(cells: Vec<PlannedCell>, shard: Option<Shard>) -> Vec<PlannedCell> {
     let Some(sh) = shard else {
         return cells;
     };
-    let costs: Vec<f64> = cells.iter().map(|c| c.cost).collect();
-    let owner = assign_shards(&costs, sh.count);
+    let mut by_key: Vec<usize> = (0..cells.len()).collect();
+    by_key.sort_by(|&a, &b| cells[a].key.cmp(&cells[b].key));
+    let costs: Vec<f64> = by_key.iter().map(|&i| cells[i].cost).collect();
+    let mut owner = vec![0; cells.len()];
+    for (k, o) in by_key.iter().zip(assign_shards(&costs, sh.count)) {
+        owner[*k] = o;
+    }
     cells
         .into_iter()
         .zip(owner)
@@ -218,6 +234,15 @@ mod tests {
         ];
         let e = Shard::from_env(env(&sparse)).unwrap_err();
         assert!(e.to_string().contains("must be dense"), "{e}");
+        // --array=0-6:2: four tasks, ids 0, 2, 4, 6; id 2 would pass the range check.
+        let stepped = [
+            ("SLURM_ARRAY_TASK_ID", "2"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_MAX", "6"),
+        ];
+        let e = Shard::from_env(env(&stepped)).unwrap_err();
+        assert!(e.to_string().contains("not dense"), "{e}");
         let k8s = [("JOB_COMPLETION_INDEX", "2"), ("JOB_COMPLETIONS", "3")];
         assert_eq!(
             Shard::from_env(env(&k8s)).unwrap(),
@@ -268,5 +293,20 @@ mod tests {
             assert_eq!(again, parts[0]);
         }
         assert_eq!(shard_cells(cells.clone(), None), cells);
+        // The experiments' order in the file does not move a cell to another shard.
+        let swapped: Vec<(String, f64)> = exps.iter().rev().cloned().collect();
+        let other = plan_cells(&swapped, &[0, 1, 2], &folds, 8, 2);
+        for i in 1..=5 {
+            let sh = Some(Shard::new(i, 5).unwrap());
+            let keys = |c: &[PlannedCell]| {
+                let mut k: Vec<CellKey> = shard_cells(c.to_vec(), sh)
+                    .into_iter()
+                    .map(|c| c.key)
+                    .collect();
+                k.sort();
+                k
+            };
+            assert_eq!(keys(&cells), keys(&other));
+        }
     }
 }

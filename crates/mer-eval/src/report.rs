@@ -139,7 +139,7 @@ pub struct ReportOutcome {
 }
 
 /// The header of `summary.csv`.
-pub const SUMMARY_HEADER: &str = "experiment,variant,input,params,macs,folds,honest_epoch,pooled_uar,pooled_uf1,fold_mean_uar,fold_mean_uf1,paper_epoch,paper_uar,paper_uf1,seeds,pooled_uar_sd,pooled_uf1_sd,uar_ci_low,uar_ci_high,uf1_ci_low,uf1_ci_high,diff_uar,diff_uar_low,diff_uar_high,diff_uf1,diff_uf1_low,diff_uf1_high";
+pub const SUMMARY_HEADER: &str = "experiment,variant,input,params,macs,folds,honest_epoch,pooled_uar,pooled_uf1,fold_mean_uar,fold_mean_uf1,paper_epoch,paper_uar,paper_uf1,seeds,pooled_uar_sd,pooled_uf1_sd,uar_ci_low,uar_ci_high,uf1_ci_low,uf1_ci_high,diff_uar,diff_uar_low,diff_uar_high,diff_uf1,diff_uf1_low,diff_uf1_high,cells_done,cells_total";
 
 /// The header of `seeds.csv`.
 pub const SEEDS_HEADER: &str = "experiment,seed,folds,honest_epoch,pooled_uar,pooled_uf1,fold_mean_uar,fold_mean_uf1,paper_epoch,paper_uar,paper_uf1";
@@ -170,19 +170,19 @@ fn summary_csv(rows: &[ExperimentSummary], folds: usize, honest_epoch: usize) ->
                 )
                 .ok();
                 match &a.vs_reference {
-                    Some(d) => writeln!(
+                    Some(d) => write!(
                         s,
                         ",{:.6},{:.6},{:.6},{:.6},{:.6},{:.6}",
                         d.uar, d.uar_ci.low, d.uar_ci.high, d.uf1, d.uf1_ci.low, d.uf1_ci.high
                     ),
-                    None => writeln!(s, ",,,,,,"),
+                    None => write!(s, ",,,,,,"),
                 }
                 .ok();
             }
-            None => {
-                writeln!(s, "{},{}", r.cells_done, ",".repeat(20)).ok();
-            }
+            // Not scored yet: every score column empty.
+            None => s.push_str(&",".repeat(21)),
         }
+        writeln!(s, ",{},{}", r.cells_done, r.cells_total).ok();
     }
     s
 }

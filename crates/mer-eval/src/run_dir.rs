@@ -306,6 +306,15 @@ use another --run name or remove the folder"
         wanted: &RunSettings,
         epochs_given: bool,
     ) -> Result<(RunSettings, bool)> {
+        let (have, created) = self.create(wanted)?;
+        have.check(wanted, epochs_given, &self.dir)?;
+        Ok((have, created))
+    }
+
+    /// Creates `run.json` with `wanted` unless it exists, exclusively (see
+    /// [`RunFolder::create_or_check`]), without checking; returns the folder's settings and
+    /// whether this call created them.
+    pub fn create(&self, wanted: &RunSettings) -> Result<(RunSettings, bool)> {
         let path = self.settings_path();
         let created = if path.exists() {
             false
@@ -320,9 +329,7 @@ use another --run name or remove the folder"
                 Err(e) => return Err(Error::io(&path, e)),
             }
         };
-        let have = self.settings()?;
-        have.check(wanted, epochs_given, &self.dir)?;
-        Ok((have, created))
+        Ok((self.settings()?, created))
     }
 
     /// `samples.csv`.

@@ -524,13 +524,18 @@ pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
         .iter()
         .map(|e| e.model_config(dropout))
         .collect::<Result<_>>()?;
+    if fixed.is_none() && opts.shard.is_some() {
+        return Err(Error::Invalid(
+            "a budget sizes the epochs for the cores of one machine; shards need fixed epochs (--epochs or the schedule's)".into(),
+        ));
+    }
+    let budget = opts.budget_secs.or(spec.budget_secs).unwrap_or(600.0);
     let mut measured_plan = None;
     let (epochs, sizing) = match (fixed, &existing) {
         (Some(e), _) => (e, None),
-        // Resuming with a budget: the folder's epochs, without measuring again (a
+        // Resuming a sized schedule: the folder's epochs, without measuring again (a
         // different budget, or none in the folder, is refused by the check below).
-        (None, Some(s)) if opts.budget_secs.is_some() => {
-            let budget = opts.budget_secs.expect("matched");
+        (None, Some(s)) => {
             let sizing = match &s.sizing {
                 Some(z) => Sizing {
                     budget_secs: budget,
@@ -546,8 +551,7 @@ pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
             };
             (s.schedule.epochs, Some(sizing))
         }
-        (None, _) => {
-            let budget = opts.budget_secs.or(spec.budget_secs).unwrap_or(600.0);
+        (None, None) => {
             let n_cells = experiments.len() * seeds.len() * folds.len();
             let (plan, speeds) = plan_execution(&models, opts, n_cells, true, spec.batch_size)?;
             let mut jobs: Vec<(ModelConfig, usize, usize)> = Vec::new();
@@ -589,14 +593,22 @@ pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
         tables: file.tables.clone(),
         created_unix: now_unix(),
     };
-    // Refused before anything is written into a folder of other settings. The list is
-    // written before run.json (a run.json always has its samples.csv) and again once the
-    // settings are agreed (a concurrent creator with another list may have written its).
+    // Refused before anything is written into a folder of other settings.
     if let Some(s) = &existing {
         s.check(&wanted, opts.epochs.is_some(), &folder.dir)?;
     }
-    write_atomic(&folder.samples_path(), list_text.as_bytes())?;
-    let (settings, created) = folder.create_or_check(&wanted, opts.epochs.is_some())?;
+    let (settings, created) = folder.create(&wanted)?;
+    // A concurrent creator sized its own epochs: compare at the folder's.
+    let wanted = if !created && fixed.is_none() {
+        RunSettings {
+            schedule: spec.resolve(&opts.schedule, settings.schedule.epochs),
+            ..wanted
+        }
+    } else {
+        wanted
+    };
+    settings.check(&wanted, opts.epochs.is_some(), &folder.dir)?;
+    // The list only once the settings (and so the list's hash) are agreed.
     write_atomic(&folder.samples_path(), list_text.as_bytes())?;
     if !created {
         tracing::info!(
@@ -926,9 +938,10 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
         feature_secs: p.feature_secs,
         training_secs: t_train.elapsed().as_secs_f64(),
         trained_cells: match &trained {
-            Ok(n) => *n,
-            Err(Error::Stopped(n)) => *n,
-            Err(_) => 0,
+            Ok(n) | Err(Error::Stopped(n)) => *n,
+            // Failed: what the cells on disk say (the others may have finished).
+            Err(_) => plan_cells_of(&p, opts.shard)
+                .map_or(0, |(_, left)| todo.len().saturating_sub(left.len())),
         },
         reused_cells: reused,
     };
