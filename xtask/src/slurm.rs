@@ -120,7 +120,7 @@ pub fn submit(a: &AblationArgs, opts: &AblationOptions) -> Result<()> {
     std::fs::create_dir_all(&logs).with_context(|| logs.display().to_string())?;
     let exe = std::env::current_exe().context("the path of this program")?;
     let exe = exe.to_string_lossy().into_owned();
-    let cwd = abs(Path::new("."))?;
+    let cwd = std::env::current_dir()?.to_string_lossy().into_owned();
     // `#SBATCH` values are not shell words: refuse what they cannot carry, and escape
     // `%` (a file-name pattern in --output).
     for (what, v) in [

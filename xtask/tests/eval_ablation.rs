@@ -432,3 +432,72 @@ fn metrics_command_rejects_bad_files() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--slurm --dry-run` prepares the run folder and writes the two sbatch scripts without
+/// submitting: an array over the cells with the options given, each task the same run with
+/// its settings spelled out, and a report job.
+#[test]
+fn slurm_dry_run_writes_the_scripts() {
+    let dir = setup();
+    let out = ok(
+        &ablation(
+            dir,
+            "dry",
+            &[
+                "--only",
+                "ta",
+                "--seeds",
+                "2",
+                "--slurm",
+                "--dry-run",
+                "--partition",
+                "cpu",
+                "--time",
+                "01:00:00",
+                "--cpus-per-task",
+                "2",
+                "--max-parallel",
+                "3",
+            ],
+        ),
+        "ablation --slurm --dry-run",
+    );
+    assert!(
+        out.contains("6 cells in 6 array tasks") && out.contains("not submitted"),
+        "{out}"
+    );
+    let run = dir.join("results/dry");
+    let array = read(&run.join("slurm/array.sbatch"));
+    for needle in [
+        "#SBATCH --array=0-5%3",
+        "#SBATCH --cpus-per-task=2",
+        "#SBATCH --partition=cpu",
+        "#SBATCH --time=01:00:00",
+        "cell-%A_%a.out",
+        "'ablation'",
+        "'--seed-list' '1,2'",
+        "'--threads' '2'",
+        "'--run' 'dry'",
+    ] {
+        assert!(
+            array.contains(needle),
+            "array.sbatch lacks `{needle}`:\n{array}"
+        );
+    }
+    let report = read(&run.join("slurm/report.sbatch"));
+    assert!(
+        report.contains(" report --run 'dry' --results "),
+        "{report}"
+    );
+    // Prepared: settings and the grid are there, nothing trained.
+    assert!(run.join("run.json").is_file());
+    assert!(cell_files(&run).is_empty());
+    // A budget cannot be split over a cluster.
+    let bad = ablation(
+        dir,
+        "dry2",
+        &["--only", "ta", "--slurm", "--dry-run", "--budget", "60"],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--budget"));
+}
