@@ -670,6 +670,8 @@ pub fn combined_prefix(dataset: Dataset, sample: &str) -> String {
         Dataset::Casme1 => format!("reg_{sample}-"),
         Dataset::Casme2 => "reg_img".into(),
         Dataset::CasMeSquared => "img".into(),
+        Dataset::Smic => "reg_image".into(),
+        Dataset::Samm => format!("{}_", sample.split('_').next().unwrap_or(sample)),
     }
 }
 

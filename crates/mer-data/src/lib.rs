@@ -8,6 +8,8 @@
 //!   `casme2_cropped/`, `casme^2_cropped/` + a list CSV), read with calamine. Rows become
 //!   3-class samples (negative, positive, surprise) by the rules of `dataset-formats.md`;
 //!   every onset and apex frame is checked on disk; unusable rows are dropped with a reason.
+//! - [`megc`]: indexers of SAMM (its FACS-codes workbook) and SMIC-HS (the original
+//!   release, labels from its folders) with MEGC 2019's 3-class rules.
 //! - [`list`]: the reference's `Dataset,Subject,Sample,Onset,Apex,Class` CSV, counts, and
 //!   sample-by-sample comparison of two lists.
 //! - [`synth`]: a deterministic synthetic micro-expression database written in the three
@@ -52,6 +54,7 @@ mod error;
 pub mod features;
 pub mod index;
 pub mod list;
+pub mod megc;
 pub mod preprocess;
 mod sheet;
 pub mod synth;

@@ -14,7 +14,8 @@ pub const LIST_HEADER: &str = "Dataset,Subject,Sample,Onset,Apex,Class";
 /// The header of a dropped-sample report.
 pub const DROPPED_HEADER: &str = "Dataset,Subject,Sample,Reason";
 
-/// One of the three databases. Ordered as in the reference list: casme1, casme^2, casme2.
+/// A database. Ordered as in the reference list (casme1, casme^2, casme2), then the two of
+/// the MEGC 2019 composite that the Off-TANet benchmark does not use (smic, samm).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dataset {
     /// CASME (CASME I), 60 fps: `casme1`.
@@ -23,11 +24,23 @@ pub enum Dataset {
     CasMeSquared,
     /// CASME II, 200 fps: `casme2`.
     Casme2,
+    /// SMIC, its high-speed camera (HS, 100 fps): `smic`.
+    Smic,
+    /// SAMM, 200 fps: `samm`.
+    Samm,
 }
 
 impl Dataset {
-    /// All three, in list order.
+    /// The Off-TANet benchmark's three, in list order.
     pub const ALL: [Dataset; 3] = [Dataset::Casme1, Dataset::CasMeSquared, Dataset::Casme2];
+    /// Every database this crate reads, in list order.
+    pub const EVERY: [Dataset; 5] = [
+        Dataset::Casme1,
+        Dataset::CasMeSquared,
+        Dataset::Casme2,
+        Dataset::Smic,
+        Dataset::Samm,
+    ];
 
     /// The name used in lists: `casme1`, `casme^2`, `casme2`.
     pub fn name(self) -> &'static str {
@@ -35,11 +48,13 @@ impl Dataset {
             Dataset::Casme1 => "casme1",
             Dataset::CasMeSquared => "casme^2",
             Dataset::Casme2 => "casme2",
+            Dataset::Smic => "smic",
+            Dataset::Samm => "samm",
         }
     }
     /// Parses a list name.
     pub fn from_name(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.name() == s.trim())
+        Self::EVERY.into_iter().find(|d| d.name() == s.trim())
     }
     /// The folder of the reference's combined layout (`casme1_cropped`, ...).
     pub fn combined_folder(self) -> String {
@@ -50,6 +65,8 @@ impl Dataset {
             Dataset::Casme1 => 0,
             Dataset::CasMeSquared => 1,
             Dataset::Casme2 => 2,
+            Dataset::Smic => 3,
+            Dataset::Samm => 4,
         }
     }
 }

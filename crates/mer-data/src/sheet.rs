@@ -84,7 +84,7 @@ impl Sheet {
             column: column.into(),
         }
     }
-    /// Finds a header row among the first rows and the columns of the wanted headers
+    /// Finds a header row among the first 20 rows (SAMM's follows a 13-row preamble) and the columns of the wanted headers
     /// (compared ignoring case, spaces and underscores; each header may have aliases).
     /// Returns the header row and one column per wanted header.
     pub(crate) fn header_columns(&self, wanted: &[&[&str]]) -> Result<(usize, Vec<usize>)> {
@@ -94,7 +94,7 @@ impl Sheet {
                 .collect::<String>()
                 .to_lowercase()
         };
-        for r in 0..self.rows.len().min(10) {
+        for r in 0..self.rows.len().min(20) {
             let heads: Vec<String> = self.rows[r].iter().map(|c| norm(&c.text())).collect();
             let find = |aliases: &[&str]| {
                 aliases

@@ -687,12 +687,18 @@ fn class_plan(total: usize, rng: &mut Rng) -> Vec<Class> {
     v
 }
 
+/// Why the synthetic database has no SMIC or SAMM (it writes the three databases of the
+/// Off-TANet benchmark; its loops never reach the other two).
+const NOT_SYNTHESIZED: &str = "the synthetic database has no SMIC or SAMM (yet)";
+
 /// Folder of each database inside the synthetic root.
 pub fn database_folder(d: Dataset) -> &'static str {
     match d {
         Dataset::Casme1 => "CASME",
         Dataset::Casme2 => "CASME2",
         Dataset::CasMeSquared => "CAS(ME)^2",
+        Dataset::Smic => "SMIC",
+        Dataset::Samm => "SAMM",
     }
 }
 
@@ -779,6 +785,7 @@ fn plan(cfg: &SynthConfig) -> Planned {
                 Dataset::Casme1 => rng.int_in(10, 300) as u32,
                 Dataset::Casme2 => rng.int_in(1, 200) as u32,
                 Dataset::CasMeSquared => rng.int_in(100, 3500) as u32,
+                Dataset::Smic | Dataset::Samm => unreachable!("{NOT_SYNTHESIZED}"),
             };
             let apex = onset + apex_off;
             let (subject, sample, dir, prefix, emotion) = match dataset {
@@ -847,6 +854,7 @@ fn plan(cfg: &SynthConfig) -> Planned {
                         class.name().into(),
                     )
                 }
+                Dataset::Smic | Dataset::Samm => unreachable!("{NOT_SYNTHESIZED}"),
             };
             let meta = SampleMeta {
                 dataset,
@@ -937,6 +945,7 @@ fn plan(cfg: &SynthConfig) -> Planned {
                     ]));
                     extra += 2;
                 }
+                Dataset::Smic | Dataset::Samm => unreachable!("{NOT_SYNTHESIZED}"),
             }
         }
     }
@@ -1109,6 +1118,7 @@ fn write_database(root: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
                     p.emotion.as_str().into(),
                 ]));
             }
+            Dataset::Smic | Dataset::Samm => unreachable!("{NOT_SYNTHESIZED}"),
         }
     }
     write_xls(&root.join("CASME/CASME-coded-20190721.xls"), &c1)?;

@@ -365,3 +365,111 @@ fn load_gray_equals_python_cv2() {
     }
     eprintln!("load_gray vs Python cv2:\n  {}", report.join("\n  "));
 }
+
+/// SAMM's workbook as openpyxl writes it (13-row preamble, header on row 14, text and
+/// number subjects, a formula cell, number AU cells, trailing rows without a subject) and
+/// frames whose zero-padding changes from clip to clip: the kept samples and every drop.
+#[test]
+fn samm_workbook_by_openpyxl() {
+    let root = db("samm");
+    let idx = mer_data::megc::index_samm(&root.join("SAMM_Micro_FACS_Codes_v2.xlsx"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    use Class::*;
+    let s = Dataset::Samm;
+    assert_eq!(
+        idx.list(),
+        vec![
+            meta(s, "006", "006_1_2", 5562, 5588, Negative),
+            meta(s, "006", "006_1_5", 180, 190, Surprise),
+            meta(s, "007", "007_3_1", 1001, 1020, Positive),
+            meta(s, "011", "011_2_3", 500, 520, Negative),
+        ]
+    );
+    // The padded file names were found by number: 5 digits in one clip, 4 in the other.
+    let paths: Vec<String> = idx
+        .samples
+        .iter()
+        .map(|x| {
+            x.apex_path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        paths[..2],
+        ["006_05588.jpg".to_string(), "006_0190.jpg".to_string()]
+    );
+    let d = drops(&idx);
+    let reasons: Vec<(&str, &str)> = d
+        .iter()
+        .map(|(_, _, n, r)| (n.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(reasons.len(), 6, "{reasons:#?}");
+    let has = |name: &str, text: &str| {
+        assert!(
+            reasons.iter().any(|(n, r)| *n == name && r.contains(text)),
+            "{name}: no drop containing `{text}` in {reasons:#?}"
+        )
+    };
+    has(
+        "007_6_1",
+        "emotion `Other` is not one of MEGC's three classes",
+    );
+    has("028_4_1", "apex 990 is outside onset-offset 1000-1050");
+    has("009_2_1", "offset frame 330 missing");
+    has("010_1_1", "apex frame cell is text `x`");
+    has(
+        "012_3_3",
+        "emotion `others` is not one of MEGC's three classes",
+    );
+    has("013_1_1", "unknown emotion `joy`");
+    assert!(d.iter().all(|(ds, _, _, _)| *ds == Dataset::Samm));
+    assert_eq!(
+        idx.sources[0].frames.as_deref(),
+        Some(root.join("SAMM").as_path())
+    );
+}
+
+/// The original SMIC-HS release (cropped BMP frames, camera counters of 6 to 8 digits):
+/// labels from the folders, onset and offset the first and last frames, the middle apex;
+/// `non_micro/` skipped; a folder and name that disagree, and a one-frame clip, dropped.
+#[test]
+fn smic_hs_original_release_by_opencv() {
+    let hs = db("smic").join("SMIC_all_cropped").join("HS");
+    let idx = mer_data::megc::index_smic(&hs, mer_data::megc::SmicApex::Middle)
+        .unwrap_or_else(|e| panic!("{e}"));
+    use Class::*;
+    let s = Dataset::Smic;
+    assert_eq!(
+        idx.list(),
+        vec![
+            meta(s, "s01", "s1_ne_01", 76518, 76520, Negative),
+            meta(s, "s18", "s18_sur_03", 1695782, 1695783, Surprise),
+            meta(s, "s19", "s19_po_01", 17581039, 17581040, Positive),
+        ]
+    );
+    assert_eq!(
+        idx.samples[0].apex_path.file_name().unwrap(),
+        "reg_image076520.bmp"
+    );
+    assert_eq!(
+        idx.samples[2].onset_path.file_name().unwrap(),
+        "reg_image17581039.bmp"
+    );
+    let d = drops(&idx);
+    assert_eq!(d.len(), 2, "{d:#?}");
+    assert_eq!((d[0].1.as_str(), d[0].2.as_str()), ("s02", "s2_po_02"));
+    assert!(
+        d[0].3
+            .contains("the folder says negative, the clip name `s2_po_02` says positive"),
+        "{d:?}"
+    );
+    assert_eq!((d[1].1.as_str(), d[1].2.as_str()), ("s03", "s3_sur_01"));
+    assert!(d[1].3.contains("one frame only (426679)"), "{d:?}");
+    assert!(
+        idx.samples.iter().all(|x| !x.meta.sample.contains("_05")),
+        "non_micro was indexed"
+    );
+}
