@@ -65,6 +65,7 @@
 //! they fail.
 
 mod attention;
+pub mod baselines;
 mod blocks;
 mod config;
 mod error;
@@ -82,6 +83,7 @@ pub use attention::{
     head_widths, positional_code, ChannelAttention, MultiHeadSelfAttention, SelfAttentionHead,
     SpatialAttention,
 };
+pub use baselines::{Baseline, BaselineNet, TorchstatSummary};
 pub use blocks::{Block, BotBlock, EnhancedBlock, Residual};
 pub use config::{ModelConfig, Variant, CLASS_NAMES, INPUT_SIZE};
 pub use error::{Error, Result};
