@@ -4,7 +4,7 @@ use crate::util;
 use anyhow::{Context, Result};
 use clap::Args;
 use mer_data::features::{ensure_features, FeatureCache, FeatureConfig};
-use mer_data::index::{index_root, FrameSource, IndexOptions};
+use mer_data::index::{FrameSource, IndexOptions};
 use mer_data::list::{
     compare_lists, format_comparison, format_counts, format_drop_summary, read_list, write_dropped,
     write_list,
@@ -24,9 +24,18 @@ pub struct IndexArgs {
     /// samples go to `<LIST>.dropped.csv` beside it.
     #[arg(long)]
     pub out: PathBuf,
-    /// Compare the derived list with another list (e.g. the reference's combined_3class.csv).
+    /// Compare the derived list with another list: the reference's combined_3class.csv
+    /// (`offtanet`), or MEGC 2019's published `combined_3class_gt.csv` in its own naming
+    /// (`megc2019`: no header, `dataset,subject,clip,label`).
     #[arg(long)]
     pub compare: Option<PathBuf>,
+    /// The benchmark: `offtanet` (CASME, CAS(ME)^2, CASME II; the default) or `megc2019`
+    /// (SMIC-HS, CASME II, SAMM with MEGC's 3-class rules).
+    #[arg(long, default_value = "offtanet")]
+    pub benchmark: mer_data::megc::Benchmark,
+    /// How SMIC's apex (not annotated) is chosen: `middle` (the middle frame).
+    #[arg(long, default_value = "middle", value_parser = ["middle"])]
+    pub smic_apex: String,
     /// Index the raw frames (`CASME2_RAW_selected/`, `rawpic/`) instead of the cropped faces.
     #[arg(long)]
     pub raw: bool,
@@ -93,7 +102,12 @@ pub fn index(a: IndexArgs) -> Result<()> {
         },
         combined_list: a.list.clone(),
     };
-    let idx = index_root(&a.root, &opts)?;
+    let idx = mer_data::megc::index_benchmark(
+        &a.root,
+        a.benchmark,
+        &opts,
+        mer_data::megc::SmicApex::Middle,
+    )?;
     for s in &idx.sources {
         println!(
             "found {} ({:?}): {} frames in {}",
@@ -120,7 +134,12 @@ pub fn index(a: IndexArgs) -> Result<()> {
     for d in &idx.dropped {
         println!("  {d}");
     }
-    if let Some(other) = &a.compare {
+    if let (Some(other), mer_data::megc::Benchmark::Megc2019) = (&a.compare, a.benchmark) {
+        let published = mer_data::megc::read_published_list(other)?;
+        let c = mer_data::megc::compare_published(&list, &published);
+        println!("\ncompared with {} (MEGC naming):", other.display());
+        print!("{}", mer_data::megc::format_published_comparison(&c));
+    } else if let Some(other) = &a.compare {
         let reference = read_list(other)?;
         let c = compare_lists(&list, &reference);
         println!("\ncompared with {}:", other.display());

@@ -91,13 +91,13 @@ impl Index {
     pub fn find(&self, key: &SampleKey) -> Option<&IndexedSample> {
         self.samples.iter().find(|s| &s.meta.key() == key)
     }
-    fn merge(&mut self, other: Index) {
+    pub(crate) fn merge(&mut self, other: Index) {
         self.samples.extend(other.samples);
         self.dropped.extend(other.dropped);
         self.sources.extend(other.sources);
     }
     /// Sorts the samples and drops duplicates (the same dataset, subject and sample twice).
-    fn finish(mut self) -> Self {
+    pub(crate) fn finish(mut self) -> Self {
         let mut seen: std::collections::HashSet<SampleKey> = std::collections::HashSet::new();
         let mut kept = Vec::with_capacity(self.samples.len());
         for s in self.samples {

@@ -9,9 +9,12 @@
 //! SMIC subjects are `s01` (the MEGC list's padding of the folder `s1`), samples the native
 //! clip folder (`s1_ne_01`).
 //!
-//! Not yet here: the SMIC-E release (`SMIC-HS-E_annotation*.xlsx`, long clips), apexes
-//! spotted from the flow for SMIC, and a benchmark selection that puts these beside CASME II
-//! in `index_root`.
+//! [`Benchmark`] selects the databases of a benchmark under a root ([`index_benchmark`]);
+//! [`read_published_list`] and [`compare_published`] compare the MEGC 2019 list with the
+//! published 442-sample list in its own naming.
+//!
+//! Not yet here: the SMIC-E release (`SMIC-HS-E_annotation*.xlsx`, long clips) and apexes
+//! spotted from the flow for SMIC.
 
 use std::path::{Path, PathBuf};
 
@@ -185,7 +188,12 @@ pub fn index_samm(workbook: &Path) -> Result<Index> {
         let (class, onset, apex, offset) = match parsed {
             Ok(v) => v,
             Err(e) => {
-                idx.dropped.push(dropped(DS, &subject, &name, e));
+                idx.dropped.push(dropped(
+                    DS,
+                    &subject,
+                    &name,
+                    format!("{e} ({})", sheet.at(r)),
+                ));
                 continue;
             }
         };
@@ -380,6 +388,280 @@ pub fn index_smic(hs: &Path, apex: SmicApex) -> Result<Index> {
     Ok(idx)
 }
 
+/// A benchmark: which databases, under which rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Benchmark {
+    /// The Off-TANet paper's: CASME, CAS(ME)^2 and CASME II (294 samples on the real data).
+    #[default]
+    OffTanet,
+    /// MEGC 2019's composite: SMIC-HS, CASME II and SAMM with MEGC's rules (442 samples).
+    Megc2019,
+}
+
+impl std::str::FromStr for Benchmark {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "offtanet" => Ok(Benchmark::OffTanet),
+            "megc2019" => Ok(Benchmark::Megc2019),
+            _ => Err(format!("benchmark `{s}`: expected offtanet or megc2019")),
+        }
+    }
+}
+
+/// What [`discover_megc`] found: SMIC `HS` folders and SAMM workbooks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FoundMegc {
+    /// `HS` folders of the original SMIC release (cropped preferred to raw).
+    pub smic_hs: Vec<PathBuf>,
+    /// SAMM FACS-codes workbooks.
+    pub samm: Vec<PathBuf>,
+}
+
+/// Finds SMIC-HS and SAMM under `root` (5 levels deep): an `HS` folder inside a folder whose
+/// name starts with `SMIC` and holds `s<n>/micro/`; a workbook named
+/// `SAMM*Micro_FACS_Codes*.xlsx`. Of `SMIC_all_cropped` and `SMIC_all_raw` side by side,
+/// the cropped one is taken.
+pub fn discover_megc(root: &Path) -> Result<FoundMegc> {
+    let mut found = FoundMegc::default();
+    let mut stack = vec![(root.to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| Error::io(&dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for p in entries {
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string();
+            let lower = name.to_lowercase();
+            if p.is_dir() {
+                let parent = dir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("")
+                    .to_lowercase();
+                let is_hs = name == "HS"
+                    && parent.starts_with("smic")
+                    && std::fs::read_dir(&p)
+                        .is_ok_and(|rd| rd.flatten().any(|e| e.path().join("micro").is_dir()));
+                if is_hs {
+                    found.smic_hs.push(p);
+                } else if depth < 5 && !name.starts_with('.') {
+                    stack.push((p, depth + 1));
+                }
+            } else if lower.starts_with("samm")
+                && lower.contains("micro_facs_codes")
+                && lower.ends_with(".xlsx")
+                && !name.starts_with("~$")
+            {
+                found.samm.push(p);
+            }
+        }
+    }
+    found.smic_hs.sort();
+    found.samm.sort();
+    // Cropped beside raw: keep the cropped copy of each release folder.
+    let cropped: Vec<PathBuf> = found
+        .smic_hs
+        .iter()
+        .filter(|p| p.to_string_lossy().to_lowercase().contains("cropped"))
+        .cloned()
+        .collect();
+    if !cropped.is_empty() {
+        found.smic_hs = cropped;
+    }
+    Ok(found)
+}
+
+/// Indexes the databases of `benchmark` under `root`. For MEGC 2019: CASME II (its rules
+/// are the same as Off-TANet's: 145 samples on the real data), SMIC-HS and SAMM; a database
+/// that is absent is simply not in the index (its sources say what was found).
+pub fn index_benchmark(
+    root: &Path,
+    benchmark: Benchmark,
+    opts: &crate::index::IndexOptions,
+    smic_apex: SmicApex,
+) -> Result<Index> {
+    match benchmark {
+        Benchmark::OffTanet => crate::index::index_root(root, opts),
+        Benchmark::Megc2019 => {
+            let casme = crate::index::discover(root)?;
+            let megc = discover_megc(root)?;
+            if casme.casme2.is_empty() && megc.smic_hs.is_empty() && megc.samm.is_empty() {
+                return Err(Error::NoDatabase {
+                    root: root.to_path_buf(),
+                });
+            }
+            let mut idx = Index::default();
+            for p in &casme.casme2 {
+                idx.merge(crate::index::index_casme2(p, opts.source)?);
+            }
+            for p in &megc.smic_hs {
+                idx.merge(index_smic(p, smic_apex)?);
+            }
+            for p in &megc.samm {
+                idx.merge(index_samm(p)?);
+            }
+            Ok(idx.finish())
+        }
+    }
+}
+
+/// A row of the published MEGC 2019 list, normalised: (dataset, subject, clip, class) with
+/// subjects `sub01` / `s01` / `006` and clips `EP02_01f` / `s01_ne_01` / `006_1_2`.
+pub type PublishedRow = (Dataset, String, String, Class);
+
+fn normalise_samm_subject(s: &str) -> String {
+    s.trim()
+        .parse::<u32>()
+        .map_or(s.trim().to_string(), |n| format!("{n:03}"))
+}
+
+/// `s01` from `s1` or `s01`; `s01_ne_01` from `s1_ne_01`.
+fn normalise_smic(subject_or_clip: &str) -> String {
+    let t = subject_or_clip.trim();
+    let (head, rest) = t.split_once('_').map_or((t, None), |(h, r)| (h, Some(r)));
+    let head = head
+        .strip_prefix('s')
+        .and_then(|d| d.parse::<u32>().ok())
+        .map_or(head.to_string(), |n| format!("s{n:02}"));
+    match rest {
+        Some(r) => format!("{head}_{r}"),
+        None => head,
+    }
+}
+
+/// Reads the published 442-sample list (`combined_3class_gt.csv`: no header, CRLF or LF,
+/// `dataset,subject,clip,label` with labels 0/1/2; a header line `data,...` or
+/// `dataset,...` is skipped), normalising the names as the formats doc says.
+pub fn read_published_list(path: &Path) -> Result<Vec<PublishedRow>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start_matches('\u{feff}').trim();
+        if line.is_empty() || (i == 0 && line.to_lowercase().starts_with("data")) {
+            continue;
+        }
+        let bad = |m: String| Error::Csv {
+            path: path.to_path_buf(),
+            line: i + 1,
+            message: m,
+        };
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if f.len() < 4 {
+            return Err(bad(format!(
+                "expected dataset,subject,clip,label, found `{line}`"
+            )));
+        }
+        let (dataset, subject, clip) = match f[0].to_lowercase().as_str() {
+            "casme2" | "casmeii" => (Dataset::Casme2, f[1].to_string(), f[2].to_string()),
+            "smic" => (Dataset::Smic, normalise_smic(f[1]), normalise_smic(f[2])),
+            "samm" => (
+                Dataset::Samm,
+                normalise_samm_subject(f[1]),
+                f[2].to_string(),
+            ),
+            d => return Err(bad(format!("dataset `{d}`: expected casme2, smic or samm"))),
+        };
+        let class = match f[3] {
+            "0" => Class::Negative,
+            "1" => Class::Positive,
+            "2" => Class::Surprise,
+            l => return Err(bad(format!("label `{l}`: expected 0, 1 or 2"))),
+        };
+        out.push((dataset, subject, clip, class));
+    }
+    Ok(out)
+}
+
+/// Our samples in the published list's naming.
+pub fn published_names(samples: &[SampleMeta]) -> Vec<PublishedRow> {
+    samples
+        .iter()
+        .map(|s| match s.dataset {
+            Dataset::Smic => (
+                s.dataset,
+                normalise_smic(&s.subject),
+                normalise_smic(&s.sample),
+                s.class,
+            ),
+            Dataset::Samm => (
+                s.dataset,
+                normalise_samm_subject(&s.subject),
+                s.sample.clone(),
+                s.class,
+            ),
+            _ => (s.dataset, s.subject.clone(), s.sample.clone(), s.class),
+        })
+        .collect()
+}
+
+/// How a derived list differs from the published one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublishedComparison {
+    /// Rows in both with the same label.
+    pub same: usize,
+    /// Ours only.
+    pub only_ours: Vec<PublishedRow>,
+    /// The published list's only.
+    pub only_published: Vec<PublishedRow>,
+    /// In both with different labels: (ours, published).
+    pub label_differs: Vec<(PublishedRow, PublishedRow)>,
+}
+
+/// Compares on (dataset, subject, clip), then the label.
+pub fn compare_published(ours: &[SampleMeta], published: &[PublishedRow]) -> PublishedComparison {
+    let key = |r: &PublishedRow| (r.0, r.1.clone(), r.2.clone());
+    let mine = published_names(ours);
+    let theirs: std::collections::HashMap<_, &PublishedRow> =
+        published.iter().map(|r| (key(r), r)).collect();
+    let mine_keys: std::collections::HashSet<_> = mine.iter().map(key).collect();
+    let mut c = PublishedComparison::default();
+    for r in &mine {
+        match theirs.get(&key(r)) {
+            Some(p) if p.3 == r.3 => c.same += 1,
+            Some(p) => c.label_differs.push((r.clone(), (*p).clone())),
+            None => c.only_ours.push(r.clone()),
+        }
+    }
+    c.only_published = published
+        .iter()
+        .filter(|r| !mine_keys.contains(&key(r)))
+        .cloned()
+        .collect();
+    c
+}
+
+/// The comparison as text: counts, then every differing row.
+pub fn format_published_comparison(c: &PublishedComparison) -> String {
+    let row = |r: &PublishedRow| format!("{},{},{},{}", r.0, r.1, r.2, r.3.name());
+    let mut s = format!(
+        "{} the same, {} only in ours, {} only in the published list, {} with another label\n",
+        c.same,
+        c.only_ours.len(),
+        c.only_published.len(),
+        c.label_differs.len()
+    );
+    for r in &c.only_ours {
+        s.push_str(&format!("  only ours:      {}\n", row(r)));
+    }
+    for r in &c.only_published {
+        s.push_str(&format!("  only published: {}\n", row(r)));
+    }
+    for (a, b) in &c.label_differs {
+        s.push_str(&format!(
+            "  label:          {} (published {})\n",
+            row(a),
+            b.3.name()
+        ));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,5 +685,57 @@ mod tests {
         assert_eq!(smic_class("sur"), Some(Class::Surprise));
         assert_eq!(smic_class("positive"), Some(Class::Positive));
         assert_eq!(smic_class("xx"), None);
+    }
+
+    #[test]
+    fn published_list_names_are_normalised_and_compared() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("combined_3class_gt.csv");
+        std::fs::write(
+            &p,
+            "casme2,sub01,EP02_01f,1\r\nsmic,s01,s01_ne_01,0\r\nsamm,6,006_1_2,0\r\nsamm,7,007_3_1,2\r\nsmic,s02,s02_po_02,1\r\n",
+        )
+        .unwrap();
+        let published = read_published_list(&p).unwrap();
+        assert_eq!(
+            published[1],
+            (
+                Dataset::Smic,
+                "s01".into(),
+                "s01_ne_01".into(),
+                Class::Negative
+            )
+        );
+        assert_eq!(published[2].1, "006");
+        let m = |d, sub: &str, sam: &str, class| SampleMeta {
+            dataset: d,
+            subject: sub.into(),
+            sample: sam.into(),
+            onset: 1,
+            apex: 2,
+            class,
+        };
+        let ours = vec![
+            m(Dataset::Casme2, "sub01", "EP02_01f", Class::Positive),
+            m(Dataset::Smic, "s01", "s1_ne_01", Class::Negative),
+            m(Dataset::Samm, "006", "006_1_2", Class::Negative),
+            m(Dataset::Samm, "007", "007_3_1", Class::Positive),
+            m(Dataset::Samm, "011", "011_2_3", Class::Negative),
+        ];
+        let c = compare_published(&ours, &published);
+        assert_eq!(c.same, 3);
+        assert_eq!(c.only_ours.len(), 1);
+        assert_eq!(c.only_published[0].2, "s02_po_02");
+        assert_eq!(c.label_differs.len(), 1);
+        let text = format_published_comparison(&c);
+        assert!(
+            text.starts_with(
+                "3 the same, 1 only in ours, 1 only in the published list, 1 with another label"
+            ),
+            "{text}"
+        );
+        std::fs::write(&p, "samm,6,006_1_2,5\n").unwrap();
+        let e = read_published_list(&p).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("label `5`"), "{e}");
     }
 }

@@ -473,3 +473,28 @@ fn smic_hs_original_release_by_opencv() {
         "non_micro was indexed"
     );
 }
+
+/// `--benchmark megc2019` under the fixtures' root: CASME II, SMIC-HS and SAMM, and not
+/// CASME or CAS(ME)^2; the default benchmark is unchanged by the SMIC and SAMM folders.
+#[test]
+fn megc2019_benchmark_under_one_root() {
+    use mer_data::megc::{index_benchmark, Benchmark, SmicApex};
+    let root = Path::new(FIXTURES).join("db");
+    let opts = IndexOptions::default();
+    let idx = index_benchmark(&root, Benchmark::Megc2019, &opts, SmicApex::Middle).unwrap();
+    let count = |d: Dataset| idx.samples.iter().filter(|s| s.meta.dataset == d).count();
+    let casme2 = mer_data::index::index_casme2(
+        &db("casme2").join("CASME2-coding-20140508.xlsx"),
+        FrameSource::Cropped,
+    )
+    .unwrap();
+    assert_eq!(count(Dataset::Casme2), casme2.samples.len());
+    assert_eq!((count(Dataset::Smic), count(Dataset::Samm)), (3, 4));
+    assert_eq!(count(Dataset::Casme1) + count(Dataset::CasMeSquared), 0);
+    let default = index_benchmark(&root, Benchmark::OffTanet, &opts, SmicApex::Middle).unwrap();
+    assert_eq!(default.list(), index(&root).list());
+    assert!(default
+        .samples
+        .iter()
+        .all(|s| Dataset::ALL.contains(&s.meta.dataset)));
+}
