@@ -25,7 +25,7 @@ struct Cli {
 enum Cmd {
     /// TV-L1 optical flow (and optical strain) of one pair or a list of pairs.
     Flow(flow::FlowArgs),
-    /// Model inspection: `model summary [--variant ta]`.
+    /// Model inspection: `model summary [--model off-tanet|ststnet|...] [--variant ta]`.
     #[command(subcommand)]
     Model(model::ModelCmd),
     /// Class probabilities (and logits) of feature tensors with given weights.
