@@ -52,6 +52,11 @@ pub struct AblationArgs {
     /// The folder of run folders.
     #[arg(long, default_value_os_t = project_root().join("results"))]
     pub results: PathBuf,
+    /// The benchmark: `offtanet` (CASME, CAS(ME)^2, CASME II; the default) or `megc2019`
+    /// (SMIC-HS, CASME II and SAMM with MEGC's rules; needs --data: the synthetic database
+    /// has no SMIC or SAMM yet). SMIC's apex is its middle frame.
+    #[arg(long, default_value = "offtanet")]
+    pub benchmark: mer_data::megc::Benchmark,
     /// The feature cache.
     #[arg(long, default_value_os_t = project_root().join("data").join("features"))]
     pub cache: PathBuf,
@@ -210,6 +215,10 @@ fn options(a: &AblationArgs) -> Result<AblationOptions> {
             ),
             None => "synthetic".into(),
         };
+        let tag = match a.benchmark {
+            mer_data::megc::Benchmark::OffTanet => tag,
+            mer_data::megc::Benchmark::Megc2019 => format!("{tag}-megc2019"),
+        };
         match (a.epochs, a.budget) {
             (Some(e), _) => format!("{tag}-{schedule}-e{e}"),
             (None, Some(b)) => format!("{tag}-{schedule}-b{b}"),
@@ -252,6 +261,7 @@ fn options(a: &AblationArgs) -> Result<AblationOptions> {
         results_dir: a.results.clone(),
         run_name,
         only: a.only.clone(),
+        benchmark: a.benchmark,
         parallelism: a.parallel,
         threads,
         stop_after_cells: a.stop_after_cells,

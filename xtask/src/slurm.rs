@@ -44,6 +44,10 @@ fn task_command(
         DataSource::Synthetic(d) => push("--synth-dir", abs(d)?),
     }
     push("--config", abs(&o.experiments_file)?);
+    push(
+        "--benchmark",
+        mer_eval::runner::benchmark_name(o.benchmark).into(),
+    );
     push("--schedule", o.schedule.clone());
     if let Some(e) = o.epochs {
         push("--epochs", e.to_string());

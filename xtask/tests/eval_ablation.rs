@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::*;
 
@@ -500,4 +500,72 @@ fn slurm_dry_run_writes_the_scripts() {
     );
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--budget"));
+}
+
+/// `--benchmark megc2019` on real-format data (the repository's SMIC, CASME II and SAMM
+/// fixtures): the composite table with its per-database columns and the published rows;
+/// the synthetic database is refused for this benchmark.
+#[test]
+fn megc2019_benchmark_runs_on_the_fixture_releases() {
+    let dir = setup();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/db");
+    let p = |s: &str| dir.join(s).to_str().unwrap().to_string();
+    let out = xtask(&[
+        "ablation",
+        "--data",
+        fixtures.to_str().unwrap(),
+        "--benchmark",
+        "megc2019",
+        "--config",
+        &p("tiny.toml"),
+        "--schedule",
+        "tiny",
+        "--results",
+        &p("results"),
+        "--cache",
+        &p("cache-megc"),
+        "--run",
+        "megc",
+        "--only",
+        "ta",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]);
+    ok(&out, "ablation --benchmark megc2019");
+    let report = read(&dir.join("results/megc/REPORT.md"));
+    for needle in [
+        "## MEGC 2019 composite",
+        "| Full UF1 | Full UAR | SMIC UF1 |",
+        "| ta | ",
+        "STSTNet (published) | 0.7353 | 0.7605",
+    ] {
+        assert!(
+            report.contains(needle),
+            "REPORT.md lacks `{needle}`:\n{report}"
+        );
+    }
+    let samples = read(&dir.join("results/megc/samples.csv"));
+    for d in ["\nsmic,", "\nsamm,", "\ncasme2,"] {
+        assert!(samples.contains(d), "{samples}");
+    }
+    assert!(!samples.contains("\ncasme1,"), "{samples}");
+    let settings = read(&dir.join("results/megc/run.json"));
+    assert!(
+        settings.contains("\"benchmark\": \"megc2019\""),
+        "{settings}"
+    );
+    let bad = xtask(&[
+        "ablation",
+        "--benchmark",
+        "megc2019",
+        "--synth-dir",
+        &p("nosynth"),
+        "--results",
+        &p("results"),
+        "--run",
+        "bad",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no SMIC or SAMM yet"));
 }

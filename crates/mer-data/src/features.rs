@@ -10,7 +10,7 @@
 //! checksum, so a stale or corrupt file is detected (and recomputed by [`FeatureCache::ensure`]).
 //! Files are written atomically: an interrupted run resumes where it stopped.
 
-use crate::index::{index_root, IndexOptions, IndexedSample};
+use crate::index::{IndexOptions, IndexedSample};
 use crate::list::{read_list, SampleKey, SampleMeta};
 use crate::preprocess::{crop, load_gray, read_color, to_gray, FaceCropper, FEATURE_SIZE};
 use crate::{Error, Result};
@@ -515,7 +515,10 @@ pub fn ensure_features(
         combined_list: list.map(Path::to_path_buf),
         ..Default::default()
     };
-    let idx = index_root(root, &opts)?;
+    let mut datasets: Vec<crate::list::Dataset> = samples.iter().map(|s| s.dataset).collect();
+    datasets.sort();
+    datasets.dedup();
+    let idx = crate::megc::index_datasets(root, &datasets, &opts)?;
     let by_key: HashMap<SampleKey, &IndexedSample> =
         idx.samples.iter().map(|s| (s.meta.key(), s)).collect();
     let mut indexed = Vec::with_capacity(samples.len());

@@ -511,6 +511,39 @@ pub fn index_benchmark(
     }
 }
 
+/// Indexes what holds `datasets` under `root`: the Off-TANet three through
+/// [`crate::index::index_root`], SMIC-HS and SAMM through [`discover_megc`] (the feature
+/// pipeline looks up a list's samples so, whatever benchmark made the list).
+pub fn index_datasets(
+    root: &Path,
+    datasets: &[Dataset],
+    opts: &crate::index::IndexOptions,
+) -> Result<Index> {
+    let casme = datasets.iter().any(|d| Dataset::ALL.contains(d));
+    let mut idx = if casme {
+        crate::index::index_root(root, opts)?
+    } else {
+        Index::default()
+    };
+    if datasets
+        .iter()
+        .any(|d| matches!(d, Dataset::Smic | Dataset::Samm))
+    {
+        let megc = discover_megc(root)?;
+        if datasets.contains(&Dataset::Smic) {
+            for p in &megc.smic_hs {
+                idx.merge(index_smic(p, SmicApex::Middle)?);
+            }
+        }
+        if datasets.contains(&Dataset::Samm) {
+            for p in &megc.samm {
+                idx.merge(index_samm(p)?);
+            }
+        }
+    }
+    Ok(idx.finish())
+}
+
 /// A row of the published MEGC 2019 list, normalised: (dataset, subject, clip, class) with
 /// subjects `sub01` / `s01` / `006` and clips `EP02_01f` / `s01_ne_01` / `006_1_2`.
 pub type PublishedRow = (Dataset, String, String, Class);

@@ -77,6 +77,9 @@ pub struct RunSettings {
     pub sizing: Option<Sizing>,
     /// The experiments file's seed (the default seed list starts there).
     pub base_seed: u64,
+    /// The benchmark (`offtanet`, `megc2019`): which databases and rules.
+    #[serde(default = "default_benchmark")]
+    pub benchmark: String,
     /// `synthetic` or `root`.
     pub data_kind: String,
     /// The data folder (of the invocation that created the run).
@@ -119,6 +122,7 @@ impl RunSettings {
             ("eval_every", s.eval_every.to_string()),
             ("dropout", s.dropout.to_string()),
             ("seed", self.base_seed.to_string()),
+            ("benchmark", self.benchmark.clone()),
             (
                 "data list",
                 format!("hash {} ({} samples)", self.list_hash, self.samples),
@@ -147,6 +151,10 @@ use another --run name or remove the folder"
         }
         Ok(())
     }
+}
+
+fn default_benchmark() -> String {
+    "offtanet".into()
 }
 
 /// One cell of the grid: an experiment, a seed, a fold (1-based fold number).
@@ -520,6 +528,7 @@ mod tests {
             },
             sizing: None,
             base_seed: 0,
+            benchmark: "offtanet".into(),
             data_kind: "synthetic".into(),
             data_root: "/d".into(),
             cache_dir: "/c".into(),

@@ -22,8 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use mer_data::features::{ensure_features, FeatureCache, FeatureConfig, InputKind};
-use mer_data::index::{index_root, IndexOptions};
+use mer_data::index::IndexOptions;
 use mer_data::list::format_list;
+use mer_data::megc::{index_benchmark, Benchmark, SmicApex};
 use mer_data::SampleMeta;
 use mer_model::candle_core::{Device, Tensor};
 use mer_model::{ModelConfig, OffTaNet};
@@ -187,6 +188,8 @@ pub struct AblationOptions {
     pub run_name: String,
     /// Only these experiments (all when empty).
     pub only: Vec<String>,
+    /// The benchmark: which databases under the data folder, with which rules.
+    pub benchmark: Benchmark,
     /// How cells share the cores.
     pub parallelism: Parallelism,
     /// Cores to use.
@@ -439,6 +442,14 @@ fn size_epochs(
 /// Seconds kept back from the budget for the report and the manifest.
 const REPORT_RESERVE_SECS: f64 = 20.0;
 
+/// The benchmark's name in settings and reports.
+pub fn benchmark_name(b: Benchmark) -> &'static str {
+    match b {
+        Benchmark::OffTanet => "offtanet",
+        Benchmark::Megc2019 => "megc2019",
+    }
+}
+
 /// Step 1: data, features and the run folder's settings (see the module documentation).
 pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
     let started = Instant::now();
@@ -470,7 +481,17 @@ pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
             r.samples
         );
     }
-    let index = index_root(&root, &IndexOptions::default())?;
+    if opts.benchmark == Benchmark::Megc2019 && opts.data.is_synthetic() {
+        return Err(Error::Invalid(
+            "the synthetic database has no SMIC or SAMM yet: run --benchmark megc2019 on real data (--data DIR)".into(),
+        ));
+    }
+    let index = index_benchmark(
+        &root,
+        opts.benchmark,
+        &IndexOptions::default(),
+        SmicApex::Middle,
+    )?;
     if !index.dropped.is_empty() {
         tracing::info!(
             "{} annotation rows not usable (see `cargo xtask index`)",
@@ -577,6 +598,7 @@ pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
         schedule: spec.resolve(&opts.schedule, epochs),
         sizing,
         base_seed: file.seed,
+        benchmark: benchmark_name(opts.benchmark).into(),
         // A folder the synthetic generator wrote counts as synthetic, wherever it is.
         data_kind: if opts.data.is_synthetic() || mer_data::synth::read_marker(&root).is_some() {
             "synthetic"
