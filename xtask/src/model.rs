@@ -110,7 +110,7 @@ const CHUNK: usize = 64;
 /// The model behind `predict`.
 enum Net {
     OffTaNet(OffTaNet),
-    Baseline(BaselineNet),
+    Baseline(Box<BaselineNet>),
 }
 
 impl Net {
@@ -152,10 +152,10 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         ),
     };
     let model = match b {
-        Some(b) => Net::Baseline(
+        Some(b) => Net::Baseline(Box::new(
             BaselineNet::load(b, &a.weights, &dev)
                 .with_context(|| format!("loading {} as {}", a.weights.display(), b.name()))?,
-        ),
+        )),
         None => {
             let cfg = config(a.variant.as_deref(), a.in_channels)?;
             Net::OffTaNet(OffTaNet::load(&cfg, &a.weights, &dev).with_context(|| {

@@ -14,6 +14,10 @@
 //!   weights and maps ([`Taps`]).
 //! - [`Trainer`]: one step of cross-entropy and Adam (lr 1e-3, betas 0.9 / 0.999, eps 1e-8).
 //! - [`OffTaNet::summary`]: a torchstat-like table (output shapes, parameters, multiply-adds).
+//! - [`baselines`]: the five published systems of the paper's Table 2 (Off-ApexNet, STSTNet,
+//!   Dual-Inception, MACNN, Micro-Attention) as the reference code builds them, with its
+//!   state_dict names ([`BaselineNet`], [`Baseline`]), the reference outputs' formula weights
+//!   and torchstat's Params / Flops / MemR+W ([`TorchstatSummary`]).
 //! - [`npy`]: `.npy` files as tensors (the workspace's reader and atomic writer).
 //!
 //! The crate depends on neither OpenCV nor the flow crate.

@@ -1,5 +1,5 @@
-//! MACNN (reference class `MACNN`, 70,573,923 parameters): four residual VGG blocks (3x3 conv
-//! + ReLU twice, plus a 1x1 `botneck` shortcut, summed, 2x2 max pool; no BatchNorm), two
+//! MACNN (reference class `MACNN`, 70,573,923 parameters): four residual VGG blocks (3x3
+//! conv and ReLU twice, plus a 1x1 `botneck` shortcut, summed, 2x2 max pool; no BatchNorm), two
 //! atrous 3x3 convolutions (dilation 4 then 2, ReLU), and a dense head
 //! 12544 -> 4096 -> 4096 -> 3 with ReLU and dropout. Input u, v, strain at 112 x 112 (the
 //! published complexity figures were measured on a 2-channel variant; the code uses 3).

@@ -68,13 +68,23 @@ impl MaBlock {
         let r = self.convr.forward(&Tensor::cat(&[&a, &b, &m], 1)?)?;
         let (n, _, h, w) = r.dims4()?;
         let e = r.mean_keepdim(1)?.reshape((n, h * w))?;
-        let wts = candle_nn::ops::softmax_last_dim(&e)?;
+        let wts = softmax_rows(&e)?;
         f.tap(&format!("{tag}_softmax"), &wts);
         let wts = wts.reshape((n, 1, h, w))?;
         let y = (&s + s.broadcast_mul(&wts)?)?;
         f.tap(tag, &y);
         Ok(y)
     }
+}
+
+/// Softmax over the last dimension of `[N, P]`, differentiable (candle-nn's fused
+/// `softmax_last_dim` has no backward pass: the attention would get no gradient). The row
+/// maximum is subtracted first, as PyTorch does; it is detached, since the softmax does not
+/// depend on the shift.
+fn softmax_rows(e: &Tensor) -> Result<Tensor> {
+    let shifted = e.broadcast_sub(&e.max_keepdim(1)?.detach())?;
+    let ex = shifted.exp()?;
+    Ok(ex.broadcast_div(&ex.sum_keepdim(1)?)?)
 }
 
 #[derive(Debug, Clone)]

@@ -279,6 +279,8 @@ pub(crate) fn max_pool_padded(x: &Tensor, k: usize, s: usize, p: usize) -> Resul
         .map_err(Error::from)
 }
 
+/// The model itself (one value per network, so the size difference does not matter).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 enum Inner {
     OffApexNet(OffApexNet),

@@ -111,6 +111,8 @@ fn padded_max_pool_pads_with_minus_infinity_and_routes_the_gradient_to_the_first
     assert_eq!(g, want);
 }
 
+/// The README's check values, as printed there.
+#[allow(clippy::excessive_precision)]
 #[test]
 fn formula_check_values_of_the_readme() {
     assert_eq!(formula::splitmix64(0), 0xE220_A839_7B1D_CDAF);
@@ -495,5 +497,90 @@ fn state_dicts_round_trip_through_safetensors() {
         // A weights file of another extension is refused.
         let e = m.load_file(dir.path().join("w.bin"));
         assert!(e.is_err());
+    }
+}
+
+/// `sum(logits * r)` for a fixed `r`, the scalar the gradient checks differentiate.
+fn probe_loss(m: &BaselineNet, x: &Tensor, r: &Tensor, train: bool) -> Tensor {
+    (m.forward_t(x, train).unwrap() * r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+}
+
+/// Central finite differences (f64, eval mode: no dropout) against the backward pass, for
+/// the first, a middle and the last element of every parameter of the three small models:
+/// convolutions (fast kernels), minus-infinity-padded pools, concatenations, dense heads.
+#[test]
+fn small_models_gradients_match_finite_differences() {
+    let dev = Device::Cpu;
+    for b in [
+        Baseline::OffApexNet,
+        Baseline::Ststnet,
+        Baseline::DualInception,
+    ] {
+        let m = BaselineNet::random_with_dtype(b, DType::F64, &dev).unwrap();
+        let (c, s) = b.input_shape();
+        let x = Tensor::randn(0f64, 2.0, (2, c, s, s), &dev).unwrap();
+        let r = Tensor::randn(0f64, 1.0, (2, 3), &dev).unwrap();
+        let grads = probe_loss(&m, &x, &r, false).backward().unwrap();
+        let mut worst = 0f64;
+        for (name, t) in m.named_parameters() {
+            let g = grads
+                .get(&t)
+                .unwrap_or_else(|| panic!("{b}: no gradient for {name}"))
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let var = Var::from_tensor(&t).unwrap();
+            let base = t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let n = base.len();
+            for i in [0, n / 2, n - 1] {
+                let eps = 1e-6;
+                let at = |d: f64| {
+                    let mut v = base.clone();
+                    v[i] += d;
+                    var.set(&Tensor::from_vec(v, t.shape(), &dev).unwrap())
+                        .unwrap();
+                    probe_loss(&m, &x, &r, false).to_scalar::<f64>().unwrap()
+                };
+                let fd = (at(eps) - at(-eps)) / (2.0 * eps);
+                var.set(&Tensor::from_vec(base.clone(), t.shape(), &dev).unwrap())
+                    .unwrap();
+                let err = (fd - g[i]).abs() / (1.0 + g[i].abs());
+                worst = worst.max(err);
+                assert!(
+                    err < 1e-5,
+                    "{b}: {name}[{i}]: backward {} vs finite difference {fd}",
+                    g[i]
+                );
+            }
+        }
+        eprintln!("{b}: worst relative gradient error {worst:.1e}");
+    }
+}
+
+/// Micro-Attention in training mode: every parameter gets a finite gradient, and exactly the
+/// `convr` biases get zero (the softmax removes the constant they add).
+#[test]
+fn micro_attention_convr_bias_gets_no_gradient() {
+    let dev = Device::Cpu;
+    let m = BaselineNet::random(Baseline::MicroAttention, &dev).unwrap();
+    let x = Tensor::randn(0f32, 2.0, (2, 3, 224, 224), &dev).unwrap();
+    let r = Tensor::randn(0f32, 1.0, (2, 3), &dev).unwrap();
+    let grads = probe_loss(&m, &x, &r, true).backward().unwrap();
+    for (name, t) in m.named_parameters() {
+        let g = abs_max(
+            grads
+                .get(&t)
+                .unwrap_or_else(|| panic!("no gradient for {name}")),
+        );
+        assert!(g.is_finite(), "{name}");
+        if name.ends_with("convr.bias") {
+            assert!(g < 1e-9, "{name}: {g}");
+        } else {
+            assert!(g > 0.0, "{name}: zero gradient");
+        }
     }
 }
