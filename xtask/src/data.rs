@@ -75,6 +75,10 @@ pub struct FeaturesArgs {
     /// Folder holding the databases (as for `index`).
     #[arg(long)]
     pub root: PathBuf,
+    /// The benchmark the list belongs to (`offtanet` or `megc2019`): a list row of another
+    /// database is an error. The frames are found whatever the benchmark.
+    #[arg(long, default_value = "offtanet")]
+    pub benchmark: mer_data::megc::Benchmark,
     /// The sample list whose features to compute.
     #[arg(long)]
     pub list: PathBuf,
@@ -194,6 +198,27 @@ pub fn features(a: FeaturesArgs) -> Result<()> {
         ..FeatureConfig::default()
     };
     let samples = read_list(&a.list)?;
+    let allowed: &[mer_data::Dataset] = match a.benchmark {
+        mer_data::megc::Benchmark::OffTanet => &mer_data::Dataset::ALL,
+        mer_data::megc::Benchmark::Megc2019 => &[
+            mer_data::Dataset::Smic,
+            mer_data::Dataset::Casme2,
+            mer_data::Dataset::Samm,
+        ],
+    };
+    if let Some((i, s)) = samples
+        .iter()
+        .enumerate()
+        .find(|(_, s)| !allowed.contains(&s.dataset))
+    {
+        anyhow::bail!(
+            "{}, row {}: sample {} is not in the {:?} benchmark's databases (use --benchmark)",
+            a.list.display(),
+            i + 2,
+            s.id(),
+            a.benchmark
+        );
+    }
     let cache = FeatureCache::new(&a.out, cfg);
     let t = Instant::now();
     let r = ensure_features(&a.root, &samples, Some(&a.list), &cache)?;
