@@ -11,14 +11,14 @@ use crate::layers::{max_pool2_sum, relu, Conv2d, Ctx, Linear};
 use crate::Result;
 
 #[derive(Debug, Clone)]
-struct ResVgg {
+pub(crate) struct ResVgg {
     conv0: Conv2d,
     conv2: Conv2d,
     botneck: Conv2d,
 }
 
 impl ResVgg {
-    fn new(ctx: &Ctx, c: usize, o: usize) -> Result<Self> {
+    pub(crate) fn new(ctx: &Ctx, c: usize, o: usize) -> Result<Self> {
         let conv = ctx.pp("conv");
         Ok(Self {
             conv0: Conv2d::new(&conv.pp(0), c, o, 3, 1, 1, true)?,
@@ -27,7 +27,7 @@ impl ResVgg {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let main = self.conv2.forward_relu(&self.conv0.forward_relu(x)?)?;
         let short = self.botneck.forward(x)?;
         max_pool2_sum(&main, &short)

@@ -23,7 +23,7 @@ pub(crate) struct ConvBnRelu {
 }
 
 impl ConvBnRelu {
-    fn new(ctx: &Ctx, c: usize, o: usize) -> Result<Self> {
+    pub(crate) fn new(ctx: &Ctx, c: usize, o: usize) -> Result<Self> {
         Ok(Self {
             conv: Conv2d::new(&ctx.pp(0), c, o, 3, 1, 1, true)?,
             bn: BatchNorm2d::new(&ctx.pp(1), o)?,
@@ -49,7 +49,7 @@ pub(crate) struct MaBlock {
 }
 
 impl MaBlock {
-    fn new(ctx: &Ctx, c: usize, o: usize) -> Result<Self> {
+    pub(crate) fn new(ctx: &Ctx, c: usize, o: usize) -> Result<Self> {
         Ok(Self {
             convl_1: ConvBnRelu::new(&ctx.pp("convl_1"), c, o)?,
             convl_2: ConvBnRelu::new(&ctx.pp("convl_2"), o, o)?,
@@ -59,7 +59,7 @@ impl MaBlock {
     }
 
     /// `[N, c, H, W] -> [N, o, H, W]`; `tag` names the stage outputs (`ma_0`, ...).
-    fn forward(&self, x: &Tensor, f: &mut Fwd, tag: &str) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor, f: &mut Fwd, tag: &str) -> Result<Tensor> {
         let a = self.convl_1.forward(x, f.train)?;
         f.tap(&format!("{tag}_convl_1"), &a);
         let b = self.convl_2.forward(&a, f.train)?;

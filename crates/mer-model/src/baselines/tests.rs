@@ -584,3 +584,91 @@ fn micro_attention_convr_bias_gets_no_gradient() {
         }
     }
 }
+
+/// Central finite differences against the backward pass of `loss` for the first, a middle
+/// and the last element of every parameter in `entries` (f64); returns the worst error.
+fn finite_difference_check(
+    label: &str,
+    entries: &[crate::layers::Entry],
+    loss: impl Fn() -> Tensor,
+) -> f64 {
+    let dev = Device::Cpu;
+    let grads = loss().backward().unwrap();
+    let mut worst = 0f64;
+    for e in entries {
+        let crate::layers::Entry::Param { name, tensor: t } = e else {
+            continue;
+        };
+        let g = grads
+            .get(t)
+            .unwrap_or_else(|| panic!("{label}: no gradient for {name}"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let var = Var::from_tensor(t).unwrap();
+        let base = t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let n = base.len();
+        for i in [0, n / 2, n - 1] {
+            let eps = 1e-6;
+            let at = |d: f64| {
+                let mut v = base.clone();
+                v[i] += d;
+                var.set(&Tensor::from_vec(v, t.shape(), &dev).unwrap())
+                    .unwrap();
+                loss().to_scalar::<f64>().unwrap()
+            };
+            let fd = (at(eps) - at(-eps)) / (2.0 * eps);
+            var.set(&Tensor::from_vec(base.clone(), t.shape(), &dev).unwrap())
+                .unwrap();
+            let err = (fd - g[i]).abs() / (1.0 + g[i].abs());
+            worst = worst.max(err);
+            assert!(
+                err < 1e-5,
+                "{label}: {name}[{i}]: backward {} vs finite difference {fd}",
+                g[i]
+            );
+        }
+    }
+    eprintln!("{label}: worst relative gradient error {worst:.1e}");
+    worst
+}
+
+/// The blocks of the large models, small (f64): a MACNN residual block (convolutions, the
+/// fused residual pool) and atrous convolution, and a micro-attention block in training mode
+/// (BatchNorm on batch statistics, the attention softmax), against finite differences.
+#[test]
+fn large_models_blocks_gradients_match_finite_differences() {
+    use crate::layers::Ctx;
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f64, 1.0, (2, 3, 8, 8), &dev).unwrap();
+
+    let vm = candle_nn::VarMap::new();
+    let ctx = Ctx::new(VarBuilder::from_varmap(&vm, DType::F64, &dev));
+    let block = super::macnn::ResVgg::new(&ctx.pp("res"), 3, 4).unwrap();
+    let aconv = DilatedConv::new(&ctx.pp("aconv"), 4, 4, 3, 2, 2).unwrap();
+    let r = Tensor::randn(0f64, 1.0, (2, 4, 4, 4), &dev).unwrap();
+    let entries = ctx.reg.entries();
+    finite_difference_check("macnn blocks", &entries, || {
+        let h = aconv.forward(&block.forward(&x).unwrap()).unwrap();
+        (crate::layers::relu(&h).unwrap() * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    });
+
+    let vm = candle_nn::VarMap::new();
+    let ctx = Ctx::new(VarBuilder::from_varmap(&vm, DType::F64, &dev));
+    let block = super::micro_attention::MaBlock::new(&ctx.pp("ma"), 3, 4).unwrap();
+    let r = Tensor::randn(0f64, 1.0, (2, 4, 8, 8), &dev).unwrap();
+    let entries = ctx.reg.entries();
+    finite_difference_check("micro-attention block", &entries, || {
+        let mut f = Fwd {
+            train: true,
+            stages: None,
+        };
+        // Scaled so that the attention term is not negligible beside s.
+        let y = block.forward(&(&x * 3.0).unwrap(), &mut f, "ma").unwrap();
+        (y * &r).unwrap().sum_all().unwrap()
+    });
+}
