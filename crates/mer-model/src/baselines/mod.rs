@@ -26,6 +26,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Init, VarBuilder, VarMap};
@@ -171,10 +172,29 @@ impl std::str::FromStr for Baseline {
 /// `ma_0_convl_1`, `ma_2_softmax`, `dense_1`, ...).
 pub type Stages = Vec<(String, Tensor)>;
 
+/// Where training-mode dropout masks come from (see [`BaselineNet::seed_dropout`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct DropoutRng {
+    /// `None`: candle's own dropout (its CPU generator cannot be seeded).
+    seed: Option<u64>,
+    /// Dropout layers applied so far since seeding (the stream of the next mask).
+    calls: u64,
+}
+
+/// Uniform in `[0, 1)` for element `i` of mask `call` under `seed` (24 random bits): a
+/// function of its arguments only, so masks depend neither on threads nor on timing.
+fn dropout_uniform(seed: u64, call: u64, i: u64) -> f32 {
+    use mer_common::rng::mix64;
+    let key = mix64(seed ^ mix64(call.wrapping_add(0x9E37_79B9_7F4A_7C15)));
+    (mix64(key.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))) >> 40) as f32
+        / (1u64 << 24) as f32
+}
+
 /// The forward pass's mode and, when asked for, where stage outputs go.
 pub(crate) struct Fwd<'a> {
     pub(crate) train: bool,
     stages: Option<&'a mut Stages>,
+    rng: Option<&'a Mutex<DropoutRng>>,
 }
 
 impl Fwd<'_> {
@@ -185,13 +205,34 @@ impl Fwd<'_> {
         }
     }
 
-    /// Dropout p = 0.5 in training, the identity in evaluation.
+    /// Dropout p = 0.5 in training (PyTorch's semantics: kept with probability 1 - p and
+    /// scaled by 1 / (1 - p)), the identity in evaluation.
     pub(crate) fn dropout(&self, h: &Tensor) -> Result<Tensor> {
-        if self.train {
-            Ok(candle_nn::ops::dropout(h, 0.5)?)
-        } else {
-            Ok(h.clone())
+        const P: f32 = 0.5;
+        if !self.train {
+            return Ok(h.clone());
         }
+        let seeded = self.rng.and_then(|r| {
+            let mut r = r.lock().unwrap_or_else(|e| e.into_inner());
+            let seed = r.seed?;
+            r.calls += 1;
+            Some((seed, r.calls - 1))
+        });
+        let Some((seed, call)) = seeded else {
+            return Ok(candle_nn::ops::dropout(h, P)?);
+        };
+        let scale = 1.0 / (1.0 - P);
+        let mask: Vec<f32> = (0..h.elem_count() as u64)
+            .map(|i| {
+                if dropout_uniform(seed, call, i) >= P {
+                    scale
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, h.shape(), h.device())?.to_dtype(h.dtype())?;
+        Ok(h.mul(&mask)?)
     }
 }
 
@@ -302,6 +343,8 @@ pub struct BaselineNet {
     entries: Vec<Entry>,
     dtype: DType,
     device: Device,
+    /// Where training-mode dropout masks come from (shared by clones).
+    dropout_rng: Arc<Mutex<DropoutRng>>,
 }
 
 impl BaselineNet {
@@ -326,7 +369,19 @@ impl BaselineNet {
             entries: ctx.reg.entries(),
             dtype,
             device,
+            dropout_rng: Arc::default(),
         })
+    }
+
+    /// Makes training-mode dropout deterministic: from now on its masks are drawn from a
+    /// counter-based generator keyed by `seed` and by the number of dropout layers applied
+    /// since this call. Without it, masks come from candle's unseeded generator. Clones of
+    /// the network share the generator. (STSTNet and Dual-Inception have no dropout.)
+    pub fn seed_dropout(&self, seed: u64) {
+        *self.dropout_rng.lock().unwrap_or_else(|e| e.into_inner()) = DropoutRng {
+            seed: Some(seed),
+            calls: 0,
+        };
     }
 
     /// A network with fresh random weights (f32, PyTorch's default initialisation), trainable.
@@ -392,6 +447,7 @@ impl BaselineNet {
             Fwd {
                 train,
                 stages: None,
+                rng: Some(&self.dropout_rng),
             },
         )
     }
@@ -404,6 +460,7 @@ impl BaselineNet {
             Fwd {
                 train: false,
                 stages: Some(&mut stages),
+                rng: None,
             },
         )?;
         Ok((y, stages))

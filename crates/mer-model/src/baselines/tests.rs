@@ -379,6 +379,15 @@ fn training_mode_uses_dropout_and_batch_statistics() {
     assert_eq!(max_abs_diff(&e1, &e2), 0.0, "evaluation is deterministic");
     let t = m.forward_t(&x, true).unwrap();
     assert!(max_abs_diff(&e1, &t) > 0.0, "training applies dropout");
+    // Seeded dropout repeats its masks; another seed gives others.
+    m.seed_dropout(7);
+    let s1 = m.forward_t(&x, true).unwrap();
+    let s2 = m.forward_t(&x, true).unwrap();
+    assert!(max_abs_diff(&s1, &s2) > 0.0, "successive masks differ");
+    m.seed_dropout(7);
+    assert_eq!(max_abs_diff(&s1, &m.forward_t(&x, true).unwrap()), 0.0);
+    m.seed_dropout(8);
+    assert!(max_abs_diff(&s1, &m.forward_t(&x, true).unwrap()) > 0.0);
     // STSTNet and Dual-Inception have no dropout nor BatchNorm: both modes agree.
     for b in [Baseline::Ststnet, Baseline::DualInception] {
         let m = BaselineNet::random(b, &dev).unwrap();
@@ -666,6 +675,7 @@ fn large_models_blocks_gradients_match_finite_differences() {
         let mut f = Fwd {
             train: true,
             stages: None,
+            rng: None,
         };
         // Scaled so that the attention term is not negligible beside s.
         let y = block.forward(&(&x * 3.0).unwrap(), &mut f, "ma").unwrap();
