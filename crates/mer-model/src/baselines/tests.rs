@@ -509,6 +509,38 @@ fn state_dicts_round_trip_through_safetensors() {
     }
 }
 
+/// Deterministic f64 values in `[-scale/10, scale/10)` (the formula's bias kind, entry `k`).
+fn fixed(k: u64, shape: &[usize], scale: f64) -> Tensor {
+    let v: Vec<f64> = formula::values(k, shape, Kind::Bias)
+        .into_iter()
+        .map(|x| x as f64 * scale)
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// Sets every parameter in `entries` to deterministic values (the formula's, by position).
+fn fill_fixed(entries: &[crate::layers::Entry]) {
+    for (k, e) in entries.iter().enumerate() {
+        if let crate::layers::Entry::Param { name, tensor } = e {
+            let kind = if tensor.rank() >= 2 {
+                Kind::Weight
+            } else if name.contains("convl_") && name.contains(".1.") {
+                Kind::BnWeight
+            } else {
+                Kind::Bias
+            };
+            let v: Vec<f64> = formula::values(k as u64, tensor.dims(), kind)
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            Var::from_tensor(tensor)
+                .unwrap()
+                .set(&Tensor::from_vec(v, tensor.shape(), tensor.device()).unwrap())
+                .unwrap();
+        }
+    }
+}
+
 /// `sum(logits * r)` for a fixed `r`, the scalar the gradient checks differentiate.
 fn probe_loss(m: &BaselineNet, x: &Tensor, r: &Tensor, train: bool) -> Tensor {
     (m.forward_t(x, train).unwrap() * r)
@@ -528,10 +560,12 @@ fn small_models_gradients_match_finite_differences() {
         Baseline::Ststnet,
         Baseline::DualInception,
     ] {
+        // Deterministic weights and inputs, so that no run lands on a ReLU or pool kink.
         let m = BaselineNet::random_with_dtype(b, DType::F64, &dev).unwrap();
+        m.set_formula_weights().unwrap();
         let (c, s) = b.input_shape();
-        let x = Tensor::randn(0f64, 2.0, (2, c, s, s), &dev).unwrap();
-        let r = Tensor::randn(0f64, 1.0, (2, 3), &dev).unwrap();
+        let x = fixed(1000, &[2, c, s, s], 20.0);
+        let r = fixed(1001, &[2, 3], 10.0);
         let grads = probe_loss(&m, &x, &r, false).backward().unwrap();
         let mut worst = 0f64;
         for (name, t) in m.named_parameters() {
@@ -650,14 +684,15 @@ fn finite_difference_check(
 fn large_models_blocks_gradients_match_finite_differences() {
     use crate::layers::Ctx;
     let dev = Device::Cpu;
-    let x = Tensor::randn(0f64, 1.0, (2, 3, 8, 8), &dev).unwrap();
+    let x = fixed(2000, &[2, 3, 8, 8], 10.0);
 
     let vm = candle_nn::VarMap::new();
     let ctx = Ctx::new(VarBuilder::from_varmap(&vm, DType::F64, &dev));
     let block = super::macnn::ResVgg::new(&ctx.pp("res"), 3, 4).unwrap();
     let aconv = DilatedConv::new(&ctx.pp("aconv"), 4, 4, 3, 2, 2).unwrap();
-    let r = Tensor::randn(0f64, 1.0, (2, 4, 4, 4), &dev).unwrap();
+    let r = fixed(2001, &[2, 4, 4, 4], 10.0);
     let entries = ctx.reg.entries();
+    fill_fixed(&entries);
     finite_difference_check("macnn blocks", &entries, || {
         let h = aconv.forward(&block.forward(&x).unwrap()).unwrap();
         (crate::layers::relu(&h).unwrap() * &r)
@@ -669,8 +704,9 @@ fn large_models_blocks_gradients_match_finite_differences() {
     let vm = candle_nn::VarMap::new();
     let ctx = Ctx::new(VarBuilder::from_varmap(&vm, DType::F64, &dev));
     let block = super::micro_attention::MaBlock::new(&ctx.pp("ma"), 3, 4).unwrap();
-    let r = Tensor::randn(0f64, 1.0, (2, 4, 8, 8), &dev).unwrap();
+    let r = fixed(2002, &[2, 4, 8, 8], 10.0);
     let entries = ctx.reg.entries();
+    fill_fixed(&entries);
     finite_difference_check("micro-attention block", &entries, || {
         let mut f = Fwd {
             train: true,
