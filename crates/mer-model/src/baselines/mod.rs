@@ -12,7 +12,7 @@
 //!   [`BaselineNet::forward_with_stages`] also returns the stage outputs the reference files
 //!   hold (`shared/reference/baselines/README.md`).
 //! - Max pools with padding pad with minus infinity (PyTorch's semantics), never zeros.
-//! - An input of the wrong shape is an [`Error::InputShape`](crate::Error::InputShape) naming
+//! - An input of the wrong shape is an [`Error::InputShape`] naming
 //!   the expected and the found shape; nothing is reshaped silently.
 //! - [`formula`]: the deterministic "formula weights" of the reference outputs.
 //! - [`BaselineNet::summary`]: torchstat 0.0.7's Params, Flops and MemR+W columns
