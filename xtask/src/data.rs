@@ -68,6 +68,10 @@ pub struct SynthArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Also write SMIC-HS and SAMM in their native layouts (the MEGC 2019 benchmark's
+    /// databases; the three CASME databases are the same with or without them).
+    #[arg(long)]
+    pub megc: bool,
 }
 
 #[derive(Args)]
@@ -160,6 +164,7 @@ pub fn synth(a: SynthArgs) -> Result<()> {
         frames: a.frames,
         size: a.size,
         seed: a.seed,
+        megc: a.megc,
         ..SynthConfig::default()
     };
     if let Some(r) = read_marker(&a.out).filter(|r| r.config == cfg && r.version == SYNTH_VERSION) {

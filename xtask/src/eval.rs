@@ -53,8 +53,8 @@ pub struct AblationArgs {
     #[arg(long, default_value_os_t = project_root().join("results"))]
     pub results: PathBuf,
     /// The benchmark: `offtanet` (CASME, CAS(ME)^2, CASME II; the default) or `megc2019`
-    /// (SMIC-HS, CASME II and SAMM with MEGC's rules; needs --data: the synthetic database
-    /// has no SMIC or SAMM yet). SMIC's apex is its middle frame.
+    /// (SMIC-HS, CASME II and SAMM with MEGC's rules; without --data on the synthetic
+    /// database `<synth-dir>-megc`, which adds SMIC and SAMM). SMIC's apex is its middle frame.
     #[arg(long, default_value = "offtanet")]
     pub benchmark: mer_data::megc::Benchmark,
     /// The feature cache.

@@ -503,8 +503,7 @@ fn slurm_dry_run_writes_the_scripts() {
 }
 
 /// `--benchmark megc2019` on real-format data (the repository's SMIC, CASME II and SAMM
-/// fixtures): the composite table with its per-database columns and the published rows;
-/// the synthetic database is refused for this benchmark.
+/// fixtures): the composite table with its per-database columns and the published rows.
 #[test]
 fn megc2019_benchmark_runs_on_the_fixture_releases() {
     let dir = setup();
@@ -555,17 +554,4 @@ fn megc2019_benchmark_runs_on_the_fixture_releases() {
         settings.contains("\"benchmark\": \"megc2019\""),
         "{settings}"
     );
-    let bad = xtask(&[
-        "ablation",
-        "--benchmark",
-        "megc2019",
-        "--synth-dir",
-        &p("nosynth"),
-        "--results",
-        &p("results"),
-        "--run",
-        "bad",
-    ]);
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("no SMIC or SAMM yet"));
 }

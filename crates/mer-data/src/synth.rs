@@ -57,6 +57,11 @@ pub struct SynthConfig {
     pub jpeg_quality: i32,
     /// Also write rows that the 3-class rules drop (tense, others, `/` apex, macro-expression).
     pub extra_rows: bool,
+    /// Also write SMIC-HS and SAMM in their native layouts (for `--benchmark megc2019`):
+    /// `subjects / 3` subjects each (at least 2), with their own random streams, so the
+    /// three CASME databases are the same with or without them.
+    #[serde(default)]
+    pub megc: bool,
 }
 
 impl Default for SynthConfig {
@@ -69,6 +74,7 @@ impl Default for SynthConfig {
             seed: 0,
             jpeg_quality: 95,
             extra_rows: true,
+            megc: false,
         }
     }
 }
@@ -1125,6 +1131,13 @@ fn write_database(root: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
     write_xlsx(&root.join("CASME2/CASME2-coding-20140508.xlsx"), &c2)?;
     write_xlsx(&root.join("CAS(ME)^2/CAS(ME)^2code_final.xlsx"), &sq)?;
     let mut list: Vec<SampleMeta> = plans.iter().map(|p| p.meta.clone()).collect();
+    let (mut extra, mut images) = (extra, list.len() * cfg.frames);
+    if cfg.megc {
+        let (megc, dropped, written) = write_megc(root, cfg)?;
+        list.extend(megc);
+        extra += dropped;
+        images += written;
+    }
     crate::list::sort_samples(&mut list);
     write_list(&root.join(SYNTH_LIST), &list)?;
     Ok(SynthReport {
@@ -1132,8 +1145,223 @@ fn write_database(root: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
         version: SYNTH_VERSION,
         samples: list.len(),
         dropped_rows: extra,
-        images: list.len() * cfg.frames,
+        images,
     })
+}
+
+fn encode(bgr: &[u8], size: usize, quality: i32, path: &Path, ext: &str) -> Result<Vec<u8>> {
+    if ext == ".jpg" {
+        return encode_jpeg(bgr, size, quality, path);
+    }
+    let mat = Mat::new_rows_cols_with_bytes::<Vec3b>(size as i32, size as i32, bgr)
+        .map_err(Error::cv("wrapping a frame"))?;
+    let mut buf = Vector::<u8>::new();
+    let ok = imgcodecs::imencode(ext, &mat, &mut buf, &Vector::new())
+        .map_err(|e| Error::image(path, e.to_string()))?;
+    if !ok {
+        return Err(Error::image(path, "encoding failed"));
+    }
+    Ok(buf.to_vec())
+}
+
+/// One planned SMIC or SAMM clip.
+struct MegcPlan {
+    meta: SampleMeta,
+    dir: PathBuf,
+    /// Frame file name of frame number N.
+    name: Box<dyn Fn(u32) -> String + Send + Sync>,
+    ext: &'static str,
+    face: usize,
+    emotion: String,
+}
+
+/// SMIC-HS (`SMIC/SMIC_all_cropped/HS/s<n>/micro/<emotion>/<clip>/reg_image<N>.bmp`, N a
+/// 6-digit camera counter, 8 digits for the last subject; the apex is the middle frame,
+/// SMIC's rule here) and SAMM (`SAMM/<sub3>/<sub3>_<code>_<k>/<sub3>_<N>.jpg`, N padded to
+/// 4 or 5 digits by clip, and `SAMM/SAMM_Micro_FACS_Codes_v2.xlsx` with its 13-row
+/// preamble). Planted drops: one SAMM `Other` row and one SMIC `non_micro` clip per
+/// database. Returns the samples, the planted drops and the images written.
+fn write_megc(root: &Path, cfg: &SynthConfig) -> Result<(Vec<SampleMeta>, usize, usize)> {
+    let per = (cfg.subjects / 3).max(2);
+    let mut rng = rng(cfg.seed, &[0x3E6C, 2019]);
+    let classes = class_plan(2 * per * cfg.samples_per_subject, &mut rng);
+    let n = cfg.frames as u32;
+    let tag = |c: Class| match c {
+        Class::Negative => "ne",
+        Class::Positive => "po",
+        Class::Surprise => "sur",
+    };
+    let mut plans: Vec<MegcPlan> = Vec::new();
+    let mut k = 0;
+    // SMIC
+    let hs = PathBuf::from("SMIC/SMIC_all_cropped/HS");
+    for s in 1..=per {
+        let mut count = std::collections::HashMap::new();
+        for _ in 0..cfg.samples_per_subject {
+            let class = classes[k];
+            k += 1;
+            let c = count.entry(tag(class)).or_insert(0);
+            *c += 1;
+            let clip = format!("s{s}_{}_{:02}", tag(class), c);
+            let base: u32 = if s == per { 17_000_000 } else { 100_000 };
+            let onset = base + rng.int_in(0, 800_000) as u32 / 100 * 100;
+            plans.push(MegcPlan {
+                meta: SampleMeta {
+                    dataset: Dataset::Smic,
+                    subject: format!("s{s:02}"),
+                    sample: clip.clone(),
+                    onset,
+                    apex: onset + (n - 1) / 2,
+                    class,
+                },
+                dir: hs.join(format!("s{s}/micro/{}/{clip}", class.name())),
+                name: Box::new(|f| format!("reg_image{f:06}.bmp")),
+                ext: ".bmp",
+                face: cfg.subjects + s - 1,
+                emotion: class.name().into(),
+            });
+        }
+    }
+    // SAMM
+    let samm_emotion = |c: Class, r: &mut Rng| match c {
+        Class::Positive => "Happiness",
+        Class::Surprise => "Surprise",
+        Class::Negative => ["Anger", "Contempt", "Disgust", "Fear", "Sadness"][r.int_in(0, 5)],
+    };
+    for s in 1..=per {
+        let sub = format!("{:03}", 5 + s);
+        for j in 0..cfg.samples_per_subject {
+            let class = classes[k];
+            k += 1;
+            let digits = if rng.chance(0.5) { 4 } else { 5 };
+            let onset = rng.int_in(100, 9000) as u32;
+            let file = format!("{sub}_{}_{}", j % 7 + 1, j / 7 + 1);
+            let sub2 = sub.clone();
+            plans.push(MegcPlan {
+                meta: SampleMeta {
+                    dataset: Dataset::Samm,
+                    subject: sub.clone(),
+                    sample: file.clone(),
+                    onset,
+                    apex: onset + n / 2,
+                    class,
+                },
+                dir: PathBuf::from(format!("SAMM/{sub}/{file}")),
+                name: Box::new(move |f| format!("{sub2}_{f:0digits$}.jpg")),
+                ext: ".jpg",
+                face: cfg.subjects + per + s - 1,
+                emotion: samm_emotion(class, &mut rng).into(),
+            });
+        }
+    }
+    let faces: Vec<Face> = (0..cfg.subjects + 2 * per)
+        .map(|f| Face::new(&mut self::rng(cfg.seed, &[0xFACE, f as u64]), cfg.size))
+        .collect();
+    plans
+        .par_iter()
+        .enumerate()
+        .try_for_each(|(i, p)| -> Result<()> {
+            let mut r = self::rng(cfg.seed, &[0x3E6C, 1, i as u64]);
+            let face = &faces[p.face];
+            let (motion, _) = make_motion(face, p.meta.class, cfg, &mut r);
+            let dir = root.join(&p.dir);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            let noise = r.next_u64();
+            for f in 0..cfg.frames {
+                let path = dir.join((p.name)(p.meta.onset + f as u32));
+                let bgr = render(face, &motion, f, cfg.size, noise);
+                let bytes = encode(&bgr, cfg.size, cfg.jpeg_quality, &path, p.ext)?;
+                std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+            }
+            Ok(())
+        })?;
+    let mut images = plans.len() * cfg.frames;
+    // Planted: a non-micro SMIC clip (skipped by the indexer) and a SAMM `Other` row.
+    let nm = root.join(&hs).join("s1/non_micro/negative/s1_ne_99");
+    std::fs::create_dir_all(&nm).map_err(|e| Error::io(&nm, e))?;
+    for f in 0..2u32 {
+        let path = nm.join(format!("reg_image{:06}.bmp", 900_000 + f));
+        let bgr = render(
+            &faces[cfg.subjects],
+            &make_motion(
+                &faces[cfg.subjects],
+                Class::Negative,
+                cfg,
+                &mut self::rng(cfg.seed, &[0x3E6C, 3]),
+            )
+            .0,
+            f as usize,
+            cfg.size,
+            7,
+        );
+        std::fs::write(
+            &path,
+            encode(&bgr, cfg.size, cfg.jpeg_quality, &path, ".bmp")?,
+        )
+        .map_err(|e| Error::io(&path, e))?;
+        images += 1;
+    }
+    let text = |t: &str| Value::Text(t.to_string());
+    let mut rows: Vec<Vec<Value>> = vec![
+        vec![text("SAMM Micro-Movement FACS Codes (synthetic)")],
+        vec![],
+        vec![text("Updated: synthetic database")],
+        vec![Value::Empty, Value::Empty, Value::Empty, Value::Empty, text("Notes")],
+        vec![],
+        vec![text("Symbol Key")],
+        vec![text("/ = or")],
+        vec![text("? = offset unclear")],
+        vec![],
+        vec![text("AU Help")],
+        vec![text("L = left, R = right")],
+        vec![text("A-E = intensity")],
+        vec![],
+        header_row("Subject|Filename|Inducement Code|Onset Frame|Apex Frame|Offset Frame|Duration|Micro|Action Units|Estimated Emotion|Objective Classes|Notes"),
+    ];
+    for p in plans.iter().filter(|p| p.meta.dataset == Dataset::Samm) {
+        let m = &p.meta;
+        let code: u32 = m
+            .sample
+            .split('_')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        rows.push(vec![
+            text(&m.subject),
+            text(&m.sample),
+            Value::Number(code as f64),
+            m.onset.into(),
+            m.apex.into(),
+            (m.onset + n - 1).into(),
+            Value::Number(n as f64),
+            text("Micro - 1/2"),
+            text("4+7"),
+            text(&p.emotion),
+            Value::Number(1.0),
+        ]);
+    }
+    let other = format!("{:03}_9_9", 6);
+    rows.push(vec![
+        text("006"),
+        text(&other),
+        Value::Number(9.0),
+        Value::Number(100.0),
+        Value::Number(103.0),
+        Value::Number(106.0),
+        Value::Number(7.0),
+        text("Micro - 1/2"),
+        text("12"),
+        text("Other"),
+        Value::Number(7.0),
+    ]);
+    write_xlsx(
+        &root.join("SAMM/SAMM_Micro_FACS_Codes_v2.xlsx"),
+        &[SheetData {
+            name: "MICRO_ONLY".into(),
+            rows,
+        }],
+    )?;
+    Ok((plans.into_iter().map(|p| p.meta).collect(), 1, images))
 }
 
 /// Reads the completion marker of a synthetic database, if it is complete.

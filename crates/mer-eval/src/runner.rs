@@ -471,20 +471,30 @@ pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
         }
     }
 
-    // Data: the sample list, as the data crate indexes it.
-    let root = opts.data.root().to_path_buf();
-    if let DataSource::Synthetic(p) = &opts.data {
-        let r = mer_data::ensure_default_synth(p)?;
+    // Data: the sample list, as the data crate indexes it. The synthetic database of the
+    // MEGC benchmark also holds SMIC and SAMM: it lives beside the default one
+    // (`<folder>-megc`), whose three CASME databases it repeats bit for bit.
+    let megc = opts.benchmark == Benchmark::Megc2019;
+    let root = match &opts.data {
+        DataSource::Synthetic(p) if megc => {
+            let name = p
+                .file_name()
+                .map_or("synthetic".into(), |n| n.to_string_lossy().into_owned());
+            p.with_file_name(format!("{name}-megc"))
+        }
+        d => d.root().to_path_buf(),
+    };
+    if opts.data.is_synthetic() {
+        let cfg = mer_data::SynthConfig {
+            megc,
+            ..mer_data::SynthConfig::default()
+        };
+        let r = mer_data::ensure_synth(&root, &cfg)?;
         tracing::info!(
             "synthetic database at {} ({} samples)",
-            p.display(),
+            root.display(),
             r.samples
         );
-    }
-    if opts.benchmark == Benchmark::Megc2019 && opts.data.is_synthetic() {
-        return Err(Error::Invalid(
-            "the synthetic database has no SMIC or SAMM yet: run --benchmark megc2019 on real data (--data DIR)".into(),
-        ));
     }
     let index = index_benchmark(
         &root,

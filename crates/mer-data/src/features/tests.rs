@@ -13,6 +13,7 @@ fn tiny_db(dir: &Path) -> PathBuf {
         seed: 11,
         jpeg_quality: 95,
         extra_rows: false,
+        megc: false,
     };
     synthesize(&root, &cfg).unwrap();
     root
@@ -210,6 +211,7 @@ fn synthetic_motion_is_seen_by_the_flow() {
         seed: 4,
         jpeg_quality: 95,
         extra_rows: false,
+        megc: false,
     };
     synthesize(&root, &cfg).unwrap();
     let idx = index_root(&root, &IndexOptions::default()).unwrap();

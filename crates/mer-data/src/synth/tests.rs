@@ -11,6 +11,7 @@ fn small(seed: u64) -> SynthConfig {
         seed,
         jpeg_quality: 90,
         extra_rows: true,
+        megc: false,
     }
 }
 
@@ -188,4 +189,65 @@ fn class_balance_like_the_reference() {
         (63, 16, 17)
     );
     assert_eq!(SynthConfig::default().split(), [4, 2, 6]);
+}
+
+/// With `megc`, SMIC-HS and SAMM are written in their native layouts beside the three CASME
+/// databases (which stay byte for byte what they are without them), and the MEGC 2019
+/// benchmark indexes back exactly the planned CASME II, SMIC and SAMM samples, with the
+/// planted `Other` row dropped and the `non_micro` clip skipped.
+#[test]
+fn megc_databases_index_back_exactly() {
+    use crate::megc::{index_benchmark, Benchmark, SmicApex};
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, with) = (dir.path().join("plain"), dir.path().join("megc"));
+    synthesize(&plain, &small(5)).unwrap();
+    let cfg = SynthConfig {
+        megc: true,
+        ..small(5)
+    };
+    let report = synthesize(&with, &cfg).unwrap();
+    assert_eq!(report.samples, 12 + 2 * 2 * 3);
+    let expected = read_list(&with.join(SYNTH_LIST)).unwrap();
+    let megc: Vec<_> = expected
+        .iter()
+        .filter(|m| matches!(m.dataset, Dataset::Casme2 | Dataset::Smic | Dataset::Samm))
+        .cloned()
+        .collect();
+    let idx = index_benchmark(
+        &with,
+        Benchmark::Megc2019,
+        &IndexOptions::default(),
+        SmicApex::Middle,
+    )
+    .unwrap();
+    assert_eq!(idx.list(), megc, "dropped: {:?}", idx.dropped);
+    let samm_drops: Vec<String> = idx
+        .dropped
+        .iter()
+        .filter(|d| d.dataset == Dataset::Samm || d.dataset == Dataset::Smic)
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(samm_drops.len(), 1, "{samm_drops:?}");
+    assert!(samm_drops[0].contains("006_9_9") && samm_drops[0].contains("`Other`"));
+    // The Off-TANet benchmark sees the same three CASME databases as without MEGC.
+    let a = index_root(&plain, &IndexOptions::default()).unwrap().list();
+    let b = index_root(&with, &IndexOptions::default()).unwrap().list();
+    assert_eq!(a, b);
+    for f in [
+        "CASME2/CASME2-coding-20140508.xlsx",
+        "CASME/CASME-coded-20190721.xls",
+    ] {
+        assert_eq!(
+            std::fs::read(plain.join(f)).unwrap(),
+            std::fs::read(with.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // SMIC frames are BMP with 6- or 8-digit counters; SAMM's padding varies by clip.
+    let smic = idx
+        .samples
+        .iter()
+        .find(|s| s.meta.dataset == Dataset::Smic)
+        .unwrap();
+    assert!(smic.onset_path.to_string_lossy().ends_with(".bmp"));
 }
