@@ -229,7 +229,7 @@ fn validate(meta: SampleMeta, dir: &Path, prefix: &str) -> Result<IndexedSample,
     })
 }
 
-fn drop_row(
+pub(crate) fn drop_row(
     dataset: Dataset,
     subject: impl Into<String>,
     sample: impl Into<String>,
@@ -244,7 +244,7 @@ fn drop_row(
 }
 
 /// The first of `names` that is a folder in `dir` or in its parent.
-fn find_beside(annotation: &Path, names: &[&str]) -> Option<PathBuf> {
+pub(crate) fn find_beside(annotation: &Path, names: &[&str]) -> Option<PathBuf> {
     let dir = annotation.parent()?;
     let mut bases = vec![dir.to_path_buf()];
     if let Some(p) = dir.parent() {

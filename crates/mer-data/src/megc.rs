@@ -18,8 +18,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::index::{scan_frames, Index, IndexedSample, Layout, Source};
-use crate::list::{Class, Dataset, Dropped, SampleMeta};
+use crate::index::{drop_row, find_beside, scan_frames, Index, IndexedSample, Layout, Source};
+use crate::list::{Class, Dataset, SampleMeta};
 use crate::sheet::{read_workbook, Cell};
 use crate::{Error, Result};
 
@@ -51,15 +51,6 @@ fn smic_class(word: &str) -> Option<Class> {
     }
 }
 
-fn dropped(dataset: Dataset, subject: &str, sample: &str, reason: impl Into<String>) -> Dropped {
-    Dropped {
-        dataset,
-        subject: subject.to_string(),
-        sample: sample.to_string(),
-        reason: reason.into(),
-    }
-}
-
 /// `006` from a subject cell holding `006`, `6` or the number 6.
 fn samm_subject(cell: &Cell) -> Result<String, String> {
     let t = cell.text();
@@ -76,20 +67,8 @@ fn frame(cell: &Cell, what: &str) -> Result<u32, String> {
 /// `SAMM_cropped/` in the workbook's folder or its parent, else the workbook's own folder
 /// when it holds the subject folders (a `SAMM_CROP` copy with the workbook inside).
 fn samm_frames(workbook: &Path) -> Option<PathBuf> {
-    let dir = workbook.parent()?;
-    let mut bases = vec![dir.to_path_buf()];
-    if let Some(p) = dir.parent() {
-        bases.push(p.to_path_buf());
-    }
-    let named = bases
-        .iter()
-        .flat_map(|b| {
-            ["SAMM", "SAMM_CROP", "SAMM_cropped", "samm"]
-                .iter()
-                .map(move |n| b.join(n))
-        })
-        .find(|p| p.is_dir());
-    named.or_else(|| {
+    find_beside(workbook, &["SAMM", "SAMM_CROP", "SAMM_cropped", "samm"]).or_else(|| {
+        let dir = workbook.parent()?;
         let has_subjects = std::fs::read_dir(dir).ok()?.flatten().any(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
             n.len() == 3 && n.bytes().all(|b| b.is_ascii_digit()) && e.path().is_dir()
@@ -169,7 +148,7 @@ pub fn index_samm(workbook: &Path) -> Result<Index> {
         let subject = match samm_subject(cell(0)) {
             Ok(s) => s,
             Err(e) => {
-                idx.dropped.push(dropped(
+                idx.dropped.push(drop_row(
                     DS,
                     &cell(0).text(),
                     &name,
@@ -188,7 +167,7 @@ pub fn index_samm(workbook: &Path) -> Result<Index> {
         let (class, onset, apex, offset) = match parsed {
             Ok(v) => v,
             Err(e) => {
-                idx.dropped.push(dropped(
+                idx.dropped.push(drop_row(
                     DS,
                     &subject,
                     &name,
@@ -198,7 +177,7 @@ pub fn index_samm(workbook: &Path) -> Result<Index> {
             }
         };
         let Some(root) = &root else {
-            idx.dropped.push(dropped(
+            idx.dropped.push(drop_row(
                 DS,
                 &subject,
                 &name,
@@ -208,7 +187,7 @@ pub fn index_samm(workbook: &Path) -> Result<Index> {
         };
         let dir = root.join(&subject).join(&name);
         if !dir.is_dir() {
-            idx.dropped.push(dropped(
+            idx.dropped.push(drop_row(
                 DS,
                 &subject,
                 &name,
@@ -228,7 +207,7 @@ pub fn index_samm(workbook: &Path) -> Result<Index> {
         };
         match check_frames(meta, offset, &dir, &frames, &format!("{prefix}<N>.jpg")) {
             Ok(s) => idx.samples.push(s),
-            Err(e) => idx.dropped.push(dropped(DS, &subject, &name, e)),
+            Err(e) => idx.dropped.push(drop_row(DS, &subject, &name, e)),
         }
     }
     idx.sources.push(Source {
@@ -299,7 +278,7 @@ pub fn index_smic(hs: &Path, apex: SmicApex) -> Result<Index> {
                     .to_string_lossy()
                     .into_owned();
                 let Some(class) = smic_class(&emo) else {
-                    idx.dropped.push(dropped(
+                    idx.dropped.push(drop_row(
                         DS,
                         &subject,
                         &clip,
@@ -309,7 +288,7 @@ pub fn index_smic(hs: &Path, apex: SmicApex) -> Result<Index> {
                 };
                 let tag = clip.split('_').nth(1).and_then(smic_class);
                 if tag.is_some_and(|t| t != class) {
-                    idx.dropped.push(dropped(
+                    idx.dropped.push(drop_row(
                         DS,
                         &subject,
                         &clip,
@@ -327,7 +306,7 @@ pub fn index_smic(hs: &Path, apex: SmicApex) -> Result<Index> {
                 let (Some((&onset, onset_path)), Some((&offset, _))) =
                     (frames.first_key_value(), frames.last_key_value())
                 else {
-                    idx.dropped.push(dropped(
+                    idx.dropped.push(drop_row(
                         DS,
                         &subject,
                         &clip,
@@ -336,7 +315,7 @@ pub fn index_smic(hs: &Path, apex: SmicApex) -> Result<Index> {
                     continue;
                 };
                 if onset == offset {
-                    idx.dropped.push(dropped(
+                    idx.dropped.push(drop_row(
                         DS,
                         &subject,
                         &clip,

@@ -641,15 +641,26 @@ fn render(face: &Face, m: &Motion, i: usize, size: usize, noise_seed: u64) -> Ve
     out
 }
 
-fn encode_jpeg(bgr: &[u8], size: usize, quality: i32, path: &Path) -> Result<Vec<u8>> {
+/// Encodes a BGR frame as `ext` (`.jpg` at `quality`, or `.bmp`).
+fn encode(bgr: &[u8], size: usize, quality: i32, path: &Path, ext: &str) -> Result<Vec<u8>> {
     let mat = Mat::new_rows_cols_with_bytes::<Vec3b>(size as i32, size as i32, bgr)
         .map_err(Error::cv("wrapping a frame"))?;
     let mut buf = Vector::<u8>::new();
-    let params = Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, quality]);
-    let ok = imgcodecs::imencode(".jpg", &mat, &mut buf, &params)
+    let jpeg = ext == ".jpg";
+    let params = if jpeg {
+        Vector::from_slice(&[imgcodecs::IMWRITE_JPEG_QUALITY, quality])
+    } else {
+        Vector::new()
+    };
+    let ok = imgcodecs::imencode(ext, &mat, &mut buf, &params)
         .map_err(|e| Error::image(path, e.to_string()))?;
     if !ok {
-        return Err(Error::image(path, "JPEG encoding failed"));
+        let what = if jpeg {
+            "JPEG encoding failed"
+        } else {
+            "encoding failed"
+        };
+        return Err(Error::image(path, what));
     }
     Ok(buf.to_vec())
 }
@@ -1050,7 +1061,7 @@ fn write_database(root: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
             for i in 0..cfg.frames {
                 let path = dir.join(format!("{}{}.jpg", p.prefix, p.meta.onset + i as u32));
                 let bgr = render(face, &motion, i, cfg.size, noise);
-                let bytes = encode_jpeg(&bgr, cfg.size, cfg.jpeg_quality, &path)?;
+                let bytes = encode(&bgr, cfg.size, cfg.jpeg_quality, &path, ".jpg")?;
                 std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
             }
             pb.inc(1);
@@ -1147,21 +1158,6 @@ fn write_database(root: &Path, cfg: &SynthConfig) -> Result<SynthReport> {
         dropped_rows: extra,
         images,
     })
-}
-
-fn encode(bgr: &[u8], size: usize, quality: i32, path: &Path, ext: &str) -> Result<Vec<u8>> {
-    if ext == ".jpg" {
-        return encode_jpeg(bgr, size, quality, path);
-    }
-    let mat = Mat::new_rows_cols_with_bytes::<Vec3b>(size as i32, size as i32, bgr)
-        .map_err(Error::cv("wrapping a frame"))?;
-    let mut buf = Vector::<u8>::new();
-    let ok = imgcodecs::imencode(ext, &mat, &mut buf, &Vector::new())
-        .map_err(|e| Error::image(path, e.to_string()))?;
-    if !ok {
-        return Err(Error::image(path, "encoding failed"));
-    }
-    Ok(buf.to_vec())
 }
 
 /// One planned SMIC or SAMM clip.
@@ -1279,21 +1275,16 @@ fn write_megc(root: &Path, cfg: &SynthConfig) -> Result<(Vec<SampleMeta>, usize,
     // Planted: a non-micro SMIC clip (skipped by the indexer) and a SAMM `Other` row.
     let nm = root.join(&hs).join("s1/non_micro/negative/s1_ne_99");
     std::fs::create_dir_all(&nm).map_err(|e| Error::io(&nm, e))?;
+    let face = &faces[cfg.subjects];
+    let (motion, _) = make_motion(
+        face,
+        Class::Negative,
+        cfg,
+        &mut self::rng(cfg.seed, &[0x3E6C, 3]),
+    );
     for f in 0..2u32 {
         let path = nm.join(format!("reg_image{:06}.bmp", 900_000 + f));
-        let bgr = render(
-            &faces[cfg.subjects],
-            &make_motion(
-                &faces[cfg.subjects],
-                Class::Negative,
-                cfg,
-                &mut self::rng(cfg.seed, &[0x3E6C, 3]),
-            )
-            .0,
-            f as usize,
-            cfg.size,
-            7,
-        );
+        let bgr = render(face, &motion, f as usize, cfg.size, 7);
         std::fs::write(
             &path,
             encode(&bgr, cfg.size, cfg.jpeg_quality, &path, ".bmp")?,
