@@ -150,7 +150,7 @@ pub fn index_samm(workbook: &Path) -> Result<Index> {
             Err(e) => {
                 idx.dropped.push(drop_row(
                     DS,
-                    &cell(0).text(),
+                    cell(0).text(),
                     &name,
                     format!("{}: {e}", sheet.at(r)),
                 ));
