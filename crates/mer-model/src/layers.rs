@@ -34,6 +34,14 @@ pub(crate) enum Entry {
     },
 }
 
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::Param { name, .. } | Entry::BatchNorm { name, .. } => f.write_str(name),
+        }
+    }
+}
+
 /// Collects the model's tensors while it is built.
 #[derive(Clone, Default)]
 pub(crate) struct Registry(Arc<Mutex<Vec<Entry>>>);

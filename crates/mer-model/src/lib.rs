@@ -77,6 +77,7 @@ mod kernels;
 mod layers;
 mod net;
 pub mod npy;
+mod state;
 mod summary;
 mod train;
 

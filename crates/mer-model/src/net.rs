@@ -8,7 +8,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::blocks::{Block, BlockTaps, BotBlock, EnhancedBlock, EnhancedSpec, Residual};
-use crate::layers::{relu, relu_summary, BatchNorm2d, Conv2d, Ctx, Entry, Linear};
+use crate::layers::{relu, relu_summary, BatchNorm2d, Conv2d, Ctx, Linear};
+use crate::state::StateDict;
 use crate::summary::{Summary, SummaryRow};
 use crate::{Error, ModelConfig, Result, Variant, INPUT_SIZE};
 
@@ -53,7 +54,7 @@ pub struct OffTaNet {
     stem_bn: BatchNorm2d,
     blocks: Vec<Block>,
     dense: [Linear; 3],
-    entries: Vec<Entry>,
+    state: StateDict,
     dtype: DType,
     device: Device,
     /// Where training-mode dropout masks come from (see [`OffTaNet::seed_dropout`]).
@@ -76,14 +77,6 @@ fn dropout_uniform(seed: u64, call: u64, i: u64) -> f32 {
     let key = mix64(seed ^ mix64(call.wrapping_add(0x9E37_79B9_7F4A_7C15)));
     (mix64(key.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))) >> 40) as f32
         / (1u64 << 24) as f32
-}
-
-impl std::fmt::Debug for Entry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Entry::Param { name, .. } | Entry::BatchNorm { name, .. } => f.write_str(name),
-        }
-    }
 }
 
 const TA: EnhancedSpec = EnhancedSpec {
@@ -149,14 +142,14 @@ impl OffTaNet {
             Linear::new(&d.pp(3), 64, 64)?,
             Linear::new(&d.pp(6), 64, cfg.num_classes)?,
         ];
-        let entries = ctx.reg.entries();
+        let state = StateDict::new(ctx.reg.entries(), dtype, device.clone(), "Off-TANet");
         Ok(Self {
             cfg: *cfg,
             stem_conv,
             stem_bn,
             blocks: vec![res1, res2, last],
             dense,
-            entries,
+            state,
             dtype,
             device,
             dropout_rng: Arc::default(),
@@ -325,73 +318,24 @@ impl OffTaNet {
 
     /// Trainable parameters (state_dict name, tensor), in state_dict order.
     pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        self.entries
-            .iter()
-            .filter_map(|e| match e {
-                Entry::Param { name, tensor } => Some((name.clone(), tensor.clone())),
-                Entry::BatchNorm { .. } => None,
-            })
-            .collect()
+        self.state.named_parameters()
     }
 
     /// The trainable variables (empty for a network built from a read-only checkpoint
     /// builder). BatchNorm running statistics are not among them.
     pub fn trainable_vars(&self) -> Vec<Var> {
-        self.named_parameters()
-            .into_iter()
-            .filter(|(_, t)| t.is_variable())
-            .filter_map(|(_, t)| Var::from_tensor(&t).ok())
-            .collect()
+        self.state.trainable_vars()
     }
 
     /// Number of trainable parameter values (59,403 for `ta`).
     pub fn num_params(&self) -> usize {
-        self.named_parameters()
-            .iter()
-            .map(|(_, t)| t.elem_count())
-            .sum()
+        self.state.num_params()
     }
 
-    /// The state dict as the reference stores it: parameters, and per BatchNorm
-    /// `running_mean`, `running_var` and an i64 scalar `num_batches_tracked`.
+    /// The state dict as the reference stores it, in its order: parameters, and per
+    /// BatchNorm `running_mean`, `running_var` and an i64 scalar `num_batches_tracked`.
     pub fn state_dict(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut out = Vec::new();
-        for e in &self.entries {
-            match e {
-                Entry::Param { name, tensor } => out.push((name.clone(), tensor.detach())),
-                Entry::BatchNorm { name, stats } => {
-                    let s = stats.lock().unwrap_or_else(|e| e.into_inner());
-                    out.push((format!("{name}.running_mean"), s.running_mean.clone()));
-                    out.push((format!("{name}.running_var"), s.running_var.clone()));
-                    out.push((
-                        format!("{name}.num_batches_tracked"),
-                        Tensor::new(s.num_batches_tracked, &self.device)?,
-                    ));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Expected (name, shape) of every state-dict tensor, `num_batches_tracked` excluded.
-    fn expected_keys(&self) -> Vec<(String, Vec<usize>)> {
-        let mut out = Vec::new();
-        for e in &self.entries {
-            match e {
-                Entry::Param { name, tensor } => out.push((name.clone(), tensor.dims().to_vec())),
-                Entry::BatchNorm { name, stats } => {
-                    let c = stats
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .running_mean
-                        .dims()
-                        .to_vec();
-                    out.push((format!("{name}.running_mean"), c.clone()));
-                    out.push((format!("{name}.running_var"), c));
-                }
-            }
-        }
-        out
+        self.state.state_dict()
     }
 
     /// Replaces all weights and BatchNorm statistics with `tensors` (state_dict names).
@@ -399,121 +343,19 @@ impl OffTaNet {
     /// Every expected tensor must be present with its shape; `num_batches_tracked` is
     /// optional; unexpected keys are logged and ignored. `source` names the origin in errors.
     pub fn load_state_dict(&self, tensors: &HashMap<String, Tensor>, source: &str) -> Result<()> {
-        let expected = self.expected_keys();
-        let missing: Vec<_> = expected
-            .iter()
-            .filter(|(k, _)| !tensors.contains_key(k))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            let mut keys: Vec<&String> = tensors.keys().collect();
-            keys.sort();
-            let sample = keys
-                .iter()
-                .take(4)
-                .map(|k| format!("`{k}`"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(Error::MissingKeys {
-                source_name: source.to_string(),
-                missing,
-                expected_count: expected.len(),
-                found_count: tensors.len(),
-                found_sample: if keys.len() > 4 {
-                    format!("{sample}, ...")
-                } else {
-                    sample
-                },
-            });
-        }
-        for (k, shape) in &expected {
-            let found = tensors[k].dims();
-            if found != shape.as_slice() {
-                return Err(Error::ShapeMismatch {
-                    source_name: source.to_string(),
-                    key: k.clone(),
-                    expected: shape.clone(),
-                    found: found.to_vec(),
-                });
-            }
-        }
-        let get = |k: &str| -> Result<Tensor> {
-            Ok(tensors[k].to_device(&self.device)?.to_dtype(self.dtype)?)
-        };
-        for e in &self.entries {
-            match e {
-                Entry::Param { name, tensor } => {
-                    if !tensor.is_variable() {
-                        return Err(Error::Config(format!(
-                            "cannot load `{name}`: expected a network built on a VarMap (trainable), found read-only weights"
-                        )));
-                    }
-                    // A copy, so that a model's own state dict can be loaded back into it.
-                    Var::from_tensor(tensor)?.set(&get(name)?.copy()?)?;
-                }
-                Entry::BatchNorm { name, stats } => {
-                    let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-                    s.running_mean = get(&format!("{name}.running_mean"))?;
-                    s.running_var = get(&format!("{name}.running_var"))?;
-                    if let Some(t) = tensors.get(&format!("{name}.num_batches_tracked")) {
-                        s.num_batches_tracked = t
-                            .to_dtype(DType::I64)?
-                            .flatten_all()?
-                            .to_vec1::<i64>()?
-                            .first()
-                            .copied()
-                            .unwrap_or(0);
-                    }
-                }
-            }
-        }
-        let known: std::collections::HashSet<String> = self
-            .expected_keys()
-            .into_iter()
-            .map(|(k, _)| k)
-            .chain(self.entries.iter().filter_map(|e| match e {
-                Entry::BatchNorm { name, .. } => Some(format!("{name}.num_batches_tracked")),
-                Entry::Param { .. } => None,
-            }))
-            .collect();
-        let mut extra: Vec<&String> = tensors.keys().filter(|k| !known.contains(*k)).collect();
-        if !extra.is_empty() {
-            extra.sort();
-            tracing::warn!(source, ?extra, "ignoring tensors the model does not use");
-        }
-        tracing::debug!(source, tensors = expected.len(), "loaded weights");
-        Ok(())
+        self.state.load_state_dict(tensors, source)
     }
 
     /// Loads weights from a `.pth` (PyTorch zip pickle holding a state_dict) or a
     /// `.safetensors` file, chosen by extension.
     pub fn load_file(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        if !path.exists() {
-            return Err(Error::Io {
-                path: path.to_path_buf(),
-                err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            });
-        }
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let tensors: HashMap<String, Tensor> = match ext.as_str() {
-            "pth" | "pt" => candle_core::pickle::read_all(path)?.into_iter().collect(),
-            "safetensors" => candle_core::safetensors::load(path, &Device::Cpu)?,
-            _ => return Err(Error::WeightsFormat(path.to_path_buf())),
-        };
-        self.load_state_dict(&tensors, &path.display().to_string())
+        self.state.load_file(path)
     }
 
     /// Saves the state dict (BatchNorm statistics included, `num_batches_tracked` as i64)
     /// to a safetensors file.
     pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<()> {
-        let map: HashMap<String, Tensor> = self.state_dict()?.into_iter().collect();
-        candle_core::safetensors::save(&map, path.as_ref())?;
-        Ok(())
+        self.state.save_safetensors(path)
     }
 
     /// The per-layer table (output shape, parameters, multiply-adds).
