@@ -3,6 +3,7 @@
 //! One home for the small things the flow, data, model and evaluation crates all need, so
 //! that each exists once and behaves the same everywhere:
 //!
+//! - [`fmt`]: numbers written for people (`2,664,475`).
 //! - [`fs`]: atomic writes with one durability rule (temporary file beside the target,
 //!   contents flushed to disk, then a rename; parent folders created; the temporary file
 //!   removed on failure).
@@ -35,6 +36,7 @@
 
 #[cfg(feature = "csv")]
 pub mod csv;
+pub mod fmt;
 pub mod fs;
 pub mod hash;
 pub mod names;

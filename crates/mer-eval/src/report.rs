@@ -11,6 +11,7 @@
 //! sharded run and a single-process run of the same settings give the same report, number
 //! for number (only the lines starting `- Invocation` tell who trained what and how fast).
 
+use mer_common::fmt::thousands;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -211,18 +212,6 @@ fn seeds_csv(rows: &[ExperimentSummary]) -> String {
         }
     }
     s
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The machine, for the manifest.

@@ -17,6 +17,7 @@
 //! ReLU 1 per element; MaxPool2d 1 per input element; Linear `in * out`; the attention
 //! modules' convolutions and ReLU likewise, their matrix products not counted.
 
+use mer_common::fmt::thousands;
 use std::fmt;
 
 use crate::Variant;
@@ -95,18 +96,6 @@ impl Summary {
     pub fn total_flops(&self) -> u64 {
         self.rows.iter().map(|r| r.flops).sum()
     }
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 impl fmt::Display for Summary {

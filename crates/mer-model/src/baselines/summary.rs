@@ -8,6 +8,7 @@
 //!   BatchNorm (input + 2C, input); pool (input, output); ReLU (input, input); others (0, 0).
 //!   MemR+W = 4 * (read + write) bytes, shown in MiB (torchstat labels it "MB").
 
+use mer_common::fmt::thousands;
 use std::fmt;
 
 use super::Baseline;
@@ -90,18 +91,6 @@ pub fn torchstat_format(v: f64, base: f64) -> String {
         s.push_str(".0");
     }
     format!("{s}{prefix}")
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 impl fmt::Display for TorchstatSummary {
