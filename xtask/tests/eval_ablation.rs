@@ -265,16 +265,7 @@ fn concurrent_shards_give_the_report_of_one_process() {
     let run = dir.join("results/sharded");
     assert!(!run.join("REPORT.md").exists(), "a shard wrote the report");
     assert_eq!(cell_files(&run).len(), 6);
-    let out = ok(
-        &xtask(&[
-            "report",
-            "--results",
-            dir.join("results").to_str().unwrap(),
-            "--run",
-            "sharded",
-        ]),
-        "report",
-    );
+    let out = ok(&xtask_report(dir, "sharded"), "report");
     assert!(out.contains("6 of 6 cells finished"), "{out}");
     same_results(dir, "one", "sharded", &["ta", "ta.seed-2"]);
     let report = read(&run.join("REPORT.md"));
@@ -308,16 +299,7 @@ fn concurrent_shards_give_the_report_of_one_process() {
     let mut part = grid.to_vec();
     part.extend(["--shard", "2/3"]);
     ok(&ablation(dir, "partial", &part), "one shard");
-    let out = ok(
-        &xtask(&[
-            "report",
-            "--results",
-            dir.join("results").to_str().unwrap(),
-            "--run",
-            "partial",
-        ]),
-        "report of a partial run",
-    );
+    let out = ok(&xtask_report(dir, "partial"), "report of a partial run");
     assert!(out.contains("2 of 6 cells finished"), "{out}");
     let report = read(&dir.join("results/partial/REPORT.md"));
     assert!(
@@ -399,16 +381,7 @@ fn a_killed_shard_loses_only_its_cell_in_progress() {
             p.display()
         );
     }
-    ok(
-        &xtask(&[
-            "report",
-            "--results",
-            dir.join("results").to_str().unwrap(),
-            "--run",
-            "killed",
-        ]),
-        "report",
-    );
+    ok(&xtask_report(dir, "killed"), "report");
     same_results(dir, "unkilled", "killed", &["ta", "ta.seed-2"]);
     // The killed invocation's record stays, marked unfinished.
     let report = read(&run.join("REPORT.md"));

@@ -115,6 +115,17 @@ pub fn ablation(dir: &Path, run: &str, extra: &[&str]) -> Output {
     ablation_command(dir, run, extra).output().unwrap()
 }
 
+/// `xtask report` on `dir/results/run`, waited for.
+pub fn xtask_report(dir: &Path, run: &str) -> Output {
+    xtask(&[
+        "report",
+        "--results",
+        dir.join("results").to_str().unwrap(),
+        "--run",
+        run,
+    ])
+}
+
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
