@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -43,6 +44,23 @@ fn render(
 
 fn s<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
+}
+
+/// The series legend of the figures, in the lower right corner.
+fn legend<'a, 'b>(
+    chart: &mut ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+) -> std::result::Result<(), String>
+where
+    'b: 'a,
+{
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 14))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(s)
 }
 
 /// A labelled point of a scatter plot.
@@ -123,14 +141,7 @@ pub fn scatter_png(
             }))
             .map_err(s)?;
         if chance.is_some() {
-            chart
-                .configure_series_labels()
-                .label_font((FAMILY, 14))
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::LowerRight)
-                .draw()
-                .map_err(s)?;
+            legend(&mut chart)?;
         }
         Ok(())
     })
@@ -226,14 +237,7 @@ pub fn lines_png(
                 )
                 .map_err(s)?;
         }
-        chart
-            .configure_series_labels()
-            .label_font((FAMILY, 14))
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(s)?;
+        legend(&mut chart)?;
         Ok(())
     })
 }
