@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
 use mer_eval::bench::{bench_train, BenchMode, TrainBenchOptions};
-use mer_model::Variant;
+use mer_model::{ModelConfig, ModelSpec, Variant};
 
 /// How the threads are used in `bench train`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -18,7 +18,8 @@ pub enum Mode {
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
-    /// Training samples per second of one step (batch 64, 3x112x112, Adam).
+    /// Training samples per second of one step (batch 64, the model's input, Adam; SGD for
+    /// Micro-Attention), ours against PyTorch's same model in the same run.
     Train {
         /// Worker threads (default: RAYON_NUM_THREADS, else all cores).
         #[arg(long)]
@@ -26,9 +27,13 @@ pub enum BenchCmd {
         /// Batch size.
         #[arg(long, default_value_t = 64)]
         batch: usize,
-        /// Model variant.
+        /// Off-TANet's variant (with `--model off-tanet`).
         #[arg(long, default_value = "ta")]
         variant: String,
+        /// The model: `off-tanet` (default) or a Table 2 baseline (`off-apexnet`, `ststnet`,
+        /// `dual-inception`, `macnn`, `micro-attention`).
+        #[arg(long, default_value = "off-tanet")]
+        model: String,
         /// Timed training steps per round (after two warm-up steps).
         #[arg(long, default_value_t = 4)]
         steps: usize,
@@ -55,6 +60,7 @@ pub fn run(c: BenchCmd) -> Result<()> {
         threads,
         batch,
         variant,
+        model,
         steps,
         rounds,
         mode,
@@ -63,6 +69,16 @@ pub fn run(c: BenchCmd) -> Result<()> {
         inference,
     } = c;
     let variant: Variant = variant.parse()?;
+    let model = match model.parse::<ModelSpec>()? {
+        ModelSpec::OffTaNet(_) => ModelSpec::OffTaNet(ModelConfig::new(variant)),
+        b => {
+            anyhow::ensure!(
+                variant == Variant::Ta,
+                "--variant is for --model off-tanet only"
+            );
+            b
+        }
+    };
     let threads = match threads {
         Some(n) => n,
         None => std::env::var("RAYON_NUM_THREADS")
@@ -81,7 +97,7 @@ pub fn run(c: BenchCmd) -> Result<()> {
         .or_else(|| std::env::var("MER_BENCH_PYTHON").ok())
         .unwrap_or_else(|| "python3".into());
     let o = TrainBenchOptions {
-        variant,
+        model,
         batch,
         threads,
         steps,
@@ -94,7 +110,7 @@ pub fn run(c: BenchCmd) -> Result<()> {
         inference,
     };
     println!(
-        "bench train: variant {variant}, batch {batch}, {threads} thread(s), mode {mode:?}, {rounds} rounds of {steps} steps"
+        "bench train: model {model}, batch {batch}, {threads} thread(s), mode {mode:?}, {rounds} rounds of {steps} steps"
     );
     let r = bench_train(&o, &mut |line| println!("{line}"))?;
     if let Some(i) = r.ours_infer {

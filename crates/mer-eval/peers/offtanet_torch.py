@@ -1,7 +1,9 @@
 """PyTorch peer of `cargo xtask bench train`: Off-TANet and its variants, written from
-../shared/docs/reference-notes.md, timed on the same settings as ours.
+../shared/docs/reference-notes.md, and the five Table 2 baselines, written from
+../shared/docs/baselines-notes.md, timed on the same settings as ours.
 
-Run by mer_eval::bench as `python3 -u -c <this file> VARIANT BATCH THREADS`; it prints
+Run by mer_eval::bench as `python3 -u -c <this file> MODEL BATCH THREADS` (MODEL an
+Off-TANet variant or off-apexnet, ststnet, dual-inception, macnn, micro-attention); it prints
 `ready ...`, then serves requests on stdin, one per line: `train K` or `infer K` answers
 with the seconds of each of K steps on one line; `quit` ends it.
 """
@@ -130,10 +132,133 @@ class OffTaNet(nn.Module):
         x = self.eres(self.res2(self.res1(self.conv1(x))))
         return self.dense(torch.flatten(x, 1))
 
+# --- The Table 2 baselines (baselines-notes.md).
+
+class OffApexStream(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(6, 16, 5, padding=2)
+        self.pool2 = nn.MaxPool2d(2)
+    def forward(self, x):
+        return torch.flatten(self.pool2(self.conv2(self.pool1(self.conv1(x)))), 1)
+
+class OffApexNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cnn1, self.cnn2 = OffApexStream(), OffApexStream()
+        self.dense = nn.Sequential(nn.Linear(1568, 1024), nn.ReLU(), nn.Dropout(0.5),
+                                   nn.Linear(1024, 1024), nn.ReLU(), nn.Dropout(0.5), nn.Linear(1024, 3))
+    def forward(self, x):
+        return self.dense(torch.cat([self.cnn1(x[:, 0:1]), self.cnn2(x[:, 1:2])], 1))
+
+class StStream(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.pool = nn.MaxPool2d(3, stride=3, padding=1)
+    def forward(self, x):
+        return self.pool(self.conv(x))
+
+class STSTNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stream1, self.stream2, self.stream3 = StStream(3), StStream(5), StStream(8)
+        self.pool = nn.MaxPool2d(2)
+        self.dense = nn.Sequential(nn.Linear(400, 400), nn.ReLU(), nn.Linear(400, 3))
+    def forward(self, x):
+        h = torch.cat([self.stream1(x), self.stream2(x), self.stream3(x)], 1)
+        return self.dense(torch.flatten(self.pool(h), 1))
+
+class Inception(nn.Module):
+    def __init__(self, c, w):
+        super().__init__()
+        self.path1 = nn.Sequential(nn.Conv2d(c, w, 1), nn.ReLU(), nn.Conv2d(w, w, 5, padding=2), nn.ReLU())
+        self.path2 = nn.Sequential(nn.Conv2d(c, w, 1), nn.ReLU(), nn.Conv2d(w, w, 3, padding=1), nn.ReLU())
+        self.path3 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), nn.Conv2d(c, w, 1), nn.ReLU())
+        self.path4 = nn.Conv2d(c, w, 1)
+    def forward(self, x):
+        h = torch.cat([self.path1(x), self.path2(x), self.path3(x), self.path4(x)], 1)
+        return F.max_pool2d(h, 2)
+
+class DualInception(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.icpt1 = nn.Sequential(Inception(1, 6), Inception(24, 16))
+        self.icpt2 = nn.Sequential(Inception(1, 6), Inception(24, 16))
+        self.dense = nn.Sequential(nn.Linear(6272, 1024), nn.ReLU(), nn.Linear(1024, 3))
+    def forward(self, x):
+        u = torch.flatten(self.icpt1(x[:, 0:1]), 1)
+        v = torch.flatten(self.icpt2(x[:, 1:2]), 1)
+        return self.dense(torch.cat([u, v], 1))
+
+class ResVgg(nn.Module):
+    def __init__(self, c, o):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(c, o, 3, padding=1), nn.ReLU(), nn.Conv2d(o, o, 3, padding=1), nn.ReLU())
+        self.botneck = nn.Conv2d(c, o, 1)
+    def forward(self, x):
+        return F.max_pool2d(self.conv(x) + self.botneck(x), 2)
+
+class MACNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.res_vgg = nn.Sequential(ResVgg(3, 32), ResVgg(32, 64), ResVgg(64, 128), ResVgg(128, 256))
+        self.aconv = nn.Sequential(nn.Conv2d(256, 256, 3, padding=4, dilation=4), nn.ReLU(),
+                                   nn.Conv2d(256, 256, 3, padding=2, dilation=2), nn.ReLU())
+        self.dense = nn.Sequential(nn.Linear(12544, 4096), nn.ReLU(), nn.Dropout(0.5),
+                                   nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4096, 3))
+    def forward(self, x):
+        return self.dense(torch.flatten(self.aconv(self.res_vgg(x)), 1))
+
+class MicroAttentionBlock(nn.Module):
+    def __init__(self, c, o):
+        super().__init__()
+        self.convl_1 = nn.Sequential(nn.Conv2d(c, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU())
+        self.convl_2 = nn.Sequential(nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU())
+        self.convm = nn.Conv2d(c, o, 1)
+        self.convr = nn.Conv2d(3 * o, 3 * o, 1)
+    def forward(self, x):
+        a = self.convl_1(x)
+        b = self.convl_2(a)
+        m = self.convm(x)
+        s = b + m
+        e = self.convr(torch.cat([a, b, m], 1)).mean(1)
+        n, h, w = e.shape
+        wgt = F.softmax(e.reshape(n, h * w), dim=1).reshape(n, 1, h, w)
+        return s + s * wgt
+
+class MicroAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 32, 7, stride=2, padding=3), nn.ReLU())
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.ma = nn.Sequential(MicroAttentionBlock(32, 64), nn.MaxPool2d(2), MicroAttentionBlock(64, 128),
+                                nn.MaxPool2d(2), MicroAttentionBlock(128, 256), nn.MaxPool2d(2))
+        self.dense = nn.Sequential(nn.Linear(12544, 4096), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4096, 3))
+    def forward(self, x):
+        return self.dense(torch.flatten(self.ma(self.pool(self.conv(x))), 1))
+
+BASELINES = {
+    "off-apexnet": (OffApexNet, 2, 28),
+    "ststnet": (STSTNet, 3, 28),
+    "dual-inception": (DualInception, 2, 28),
+    "macnn": (MACNN, 3, 112),
+    "micro-attention": (MicroAttention, 3, 224),
+}
+
 torch.manual_seed(0)
-model = OffTaNet(variant)
-opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-x = torch.randn(batch, 3, 112, 112)
+if variant in BASELINES:
+    cls, channels, side = BASELINES[variant]
+    model = cls()
+else:
+    model, channels, side = OffTaNet(variant), 3, 112
+if variant == "micro-attention":
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+else:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+x = torch.randn(batch, channels, side, side)
 y = torch.arange(batch) % 3
 nparams = sum(p.numel() for p in model.parameters())
 

@@ -11,11 +11,13 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use mer_model::candle_core::{Device, Tensor};
-use mer_model::{ModelConfig, OffTaNet, Trainer, Variant};
+use mer_model::{Baseline, ModelSpec, SgdConfig, Trainer};
 
 use crate::{Error, Result};
 
-/// Our network, trainer and a fixed random batch `[batch, C, 112, 112]` (labels `i % 3`).
+/// Our network, trainer and a fixed random batch `[batch, C, S, S]` of the model's input
+/// shape (labels `i % 3`). Micro-Attention trains with its reference optimiser (SGD with
+/// momentum and weight decay), every other model with Adam (the peer does the same).
 pub struct StepBench {
     trainer: Trainer,
     x: Tensor,
@@ -23,18 +25,27 @@ pub struct StepBench {
 }
 
 impl StepBench {
-    /// A freshly initialised network of `cfg` with a random batch.
-    pub fn new(cfg: &ModelConfig, batch: usize) -> Result<Self> {
+    /// A freshly initialised network of `spec` with a random batch.
+    pub fn new(spec: &ModelSpec, batch: usize) -> Result<Self> {
         let dev = Device::Cpu;
-        let model = OffTaNet::random(cfg, &dev)?;
-        let x = Tensor::randn(0f32, 1.0, (batch, cfg.in_channels, 112, 112), &dev)?;
+        let model = spec.random(&dev)?;
+        let (c, side) = spec.input_shape();
+        let x = Tensor::randn(0f32, 1.0, (batch, c, side, side), &dev)?;
         let labels: Vec<u32> = (0..batch as u32).map(|i| i % 3).collect();
         let labels = Tensor::new(labels.as_slice(), &dev)?;
-        Ok(Self {
-            trainer: Trainer::new(model)?,
-            x,
-            labels,
-        })
+        let trainer = if *spec == ModelSpec::Baseline(Baseline::MicroAttention) {
+            Trainer::with_config(
+                model,
+                SgdConfig {
+                    lr: 1e-3,
+                    momentum: 0.9,
+                    weight_decay: 5e-4,
+                },
+            )?
+        } else {
+            Trainer::new(model)?
+        };
+        Ok(Self { trainer, x, labels })
     }
 
     /// Seconds of one training step (`train`) or one evaluation-mode forward.
@@ -66,8 +77,8 @@ pub enum BenchMode {
 /// What to time.
 #[derive(Clone, Debug)]
 pub struct TrainBenchOptions {
-    /// The variant.
-    pub variant: Variant,
+    /// The model (an Off-TANet variant or a baseline).
+    pub model: ModelSpec,
     /// Batch size.
     pub batch: usize,
     /// Threads (the caller sizes the global pool and `RAYON_NUM_THREADS` to it).
@@ -123,7 +134,7 @@ pub fn bench_train(o: &TrainBenchOptions, say: &mut dyn FnMut(&str)) -> Result<T
             report.peer = "not asked for".into();
             None
         }
-        Some(py) => match Peer::start(py, o.variant, o.batch, o.threads)? {
+        Some(py) => match Peer::start(py, &o.model, o.batch, o.threads)? {
             Some((p, hello)) => {
                 say(&format!("pytorch peer: {hello}"));
                 if o.mode == BenchMode::Folds {
@@ -138,14 +149,13 @@ pub fn bench_train(o: &TrainBenchOptions, say: &mut dyn FnMut(&str)) -> Result<T
             }
         },
     };
-    let cfg = ModelConfig::new(o.variant);
     let workers = if o.mode == BenchMode::Folds {
         o.threads
     } else {
         1
     };
     let mut benches: Vec<StepBench> = (0..workers)
-        .map(|_| StepBench::new(&cfg, o.batch))
+        .map(|_| StepBench::new(&o.model, o.batch))
         .collect::<Result<_>>()?;
     let pools: Vec<rayon::ThreadPool> = if o.mode == BenchMode::Folds {
         (0..workers)
@@ -241,7 +251,7 @@ impl Peer {
     /// The running peer and its `ready` line, or `None` where torch does not import.
     fn start(
         python: &str,
-        variant: Variant,
+        model: &ModelSpec,
         batch: usize,
         threads: usize,
     ) -> Result<Option<(Self, String)>> {
@@ -258,7 +268,7 @@ impl Peer {
             .arg("-u")
             .arg("-c")
             .arg(PYTORCH_PEER)
-            .arg(variant.name())
+            .arg(model.name())
             .arg(batch.to_string())
             .arg(threads.to_string())
             // Idle OpenMP threads must not spin while our side runs.
@@ -333,7 +343,7 @@ mod tests {
     #[test]
     fn a_short_bench_without_peer_reports_positive_rates() {
         let o = TrainBenchOptions {
-            variant: Variant::Res,
+            model: ModelSpec::OffTaNet(mer_model::ModelConfig::new(mer_model::Variant::Res)),
             batch: 2,
             threads: 1,
             steps: 1,
@@ -355,5 +365,11 @@ mod tests {
     fn the_peer_script_is_python() {
         assert!(PYTORCH_PEER.contains("print(f\"ready torch"));
         assert!(PYTORCH_PEER.contains("variant, batch, threads = sys.argv[1]"));
+        for b in Baseline::ALL {
+            assert!(
+                PYTORCH_PEER.contains(&format!("\"{}\": (", b.name())),
+                "{b}"
+            );
+        }
     }
 }

@@ -116,22 +116,36 @@ pub struct PlannedCell {
     pub cost: f64,
 }
 
+/// What one experiment's cells cost: its network's operations per sample and its schedule's
+/// epochs and observations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentCost {
+    /// The experiment's name.
+    pub name: String,
+    /// Multiply-accumulates (or flops) per sample of its network.
+    pub macs: f64,
+    /// Its training epochs.
+    pub epochs: usize,
+    /// Its observation epochs.
+    pub observations: usize,
+}
+
 /// The cells of a grid in order (experiment, seed, fold), with their static costs:
-/// `macs[e]` per sample of experiment `e`'s network, `sizes[f] = (train, test)` samples of
-/// fold `f`, `numbers[f]` its 1-based number. A test-fold evaluation counts a third of a
-/// training step per sample (forward only), once per observation.
+/// `experiments[e]` the network's cost per sample and the schedule's epochs, `folds[f] =
+/// (number, train, test)`: the 1-based number and the samples of fold `f`. A test-fold
+/// evaluation counts a third of a training step per sample (forward only), once per
+/// observation.
 pub fn plan_cells(
-    experiments: &[(String, f64)],
+    experiments: &[ExperimentCost],
     seeds: &[u64],
     folds: &[(usize, usize, usize)],
-    epochs: usize,
-    observations: usize,
 ) -> Vec<PlannedCell> {
     let mut out = Vec::new();
-    for (ei, (name, macs)) in experiments.iter().enumerate() {
+    for (ei, e) in experiments.iter().enumerate() {
+        let (name, macs) = (&e.name, &e.macs);
         for &seed in seeds {
             for (fi, &(number, train, test)) in folds.iter().enumerate() {
-                let samples = (epochs * train) as f64 + (observations * test) as f64 / 3.0;
+                let samples = (e.epochs * train) as f64 + (e.observations * test) as f64 / 3.0;
                 out.push(PlannedCell {
                     key: CellKey {
                         experiment: name.clone(),
@@ -254,9 +268,15 @@ mod tests {
 
     #[test]
     fn every_cell_is_in_exactly_one_shard_and_the_shards_balance() {
-        let exps = vec![("ta".to_string(), 30e6), ("all-ta".to_string(), 60e6)];
+        let cost = |name: &str, macs: f64| ExperimentCost {
+            name: name.into(),
+            macs,
+            epochs: 8,
+            observations: 2,
+        };
+        let exps = vec![cost("ta", 30e6), cost("all-ta", 60e6)];
         let folds: Vec<(usize, usize, usize)> = (1..=7).map(|n| (n, 100 + 7 * n, 10 + n)).collect();
-        let cells = plan_cells(&exps, &[0, 1, 2], &folds, 8, 2);
+        let cells = plan_cells(&exps, &[0, 1, 2], &folds);
         assert_eq!(cells.len(), 2 * 3 * 7);
         // Grid order: experiment, seed, fold.
         assert_eq!(
@@ -294,8 +314,8 @@ mod tests {
         }
         assert_eq!(shard_cells(cells.clone(), None), cells);
         // The experiments' order in the file does not move a cell to another shard.
-        let swapped: Vec<(String, f64)> = exps.iter().rev().cloned().collect();
-        let other = plan_cells(&swapped, &[0, 1, 2], &folds, 8, 2);
+        let swapped: Vec<ExperimentCost> = exps.iter().rev().cloned().collect();
+        let other = plan_cells(&swapped, &[0, 1, 2], &folds);
         for i in 1..=5 {
             let sh = Some(Shard::new(i, 5).unwrap());
             let keys = |c: &[PlannedCell]| {

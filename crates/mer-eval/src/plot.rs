@@ -47,8 +47,8 @@ fn s<E: std::fmt::Display>(e: E) -> String {
 }
 
 /// The series legend of the figures, in the lower right corner.
-fn legend<'a, 'b>(
-    chart: &mut ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+fn legend<'a, 'b, X: Ranged>(
+    chart: &mut ChartContext<'a, BitMapBackend<'b>, Cartesian2d<X, RangedCoordf64>>,
 ) -> std::result::Result<(), String>
 where
     'b: 'a,
@@ -78,7 +78,8 @@ pub struct Point {
     pub highlight: bool,
 }
 
-/// The Fig. 4 scatter: total parameters (x) against a score (y), with the chance level.
+/// The Fig. 4 scatter: total parameters (x, log axis, as the paper draws it) against a
+/// score (y), with the chance level.
 pub fn scatter_png(
     path: &Path,
     title: &str,
@@ -90,10 +91,10 @@ pub fn scatter_png(
         .iter()
         .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.x), b.max(p.x)));
     if points.is_empty() {
-        (x0, x1) = (0.0, 1.0);
+        (x0, x1) = (1e3, 1e6);
     }
-    let pad = ((x1 - x0) * 0.12).max(1000.0);
-    let (x0, x1) = ((x0 - pad).max(0.0), x1 + pad * 1.8);
+    // Room for the labels on the right; a decade at least.
+    let (x0, x1) = ((x0 / 2.0).max(1.0), (x1 * 4.0).max(x0 * 10.0));
     let ymax = points
         .iter()
         .map(|p| p.y + p.y_err.unwrap_or(0.0))
@@ -105,13 +106,19 @@ pub fn scatter_png(
             .margin(18)
             .x_label_area_size(50)
             .y_label_area_size(60)
-            .build_cartesian_2d(x0..x1, y0..y1)
+            .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
             .map_err(s)?;
         chart
             .configure_mesh()
-            .x_desc("total parameters")
+            .x_desc("total parameters (log scale)")
             .y_desc(y_desc)
-            .x_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
+            .x_label_formatter(&|v| {
+                if *v >= 1e6 {
+                    format!("{:.1}M", v / 1e6)
+                } else {
+                    format!("{:.0}k", v / 1e3)
+                }
+            })
             .y_label_formatter(&|v| format!("{v:.2}"))
             .label_style((FAMILY, 14))
             .axis_desc_style((FAMILY, 16))

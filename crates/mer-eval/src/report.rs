@@ -15,12 +15,11 @@ use mer_common::fmt::thousands;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use mer_model::candle_core::Device;
-use mer_model::{OffTaNet, CLASS_NAMES};
+use mer_model::{ModelSpec, CLASS_NAMES};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::{analyse_attention, format_table5, AttentionReport};
-use crate::config::ExperimentSpec;
+use crate::config::{ExperimentSpec, Schedule};
 use crate::io::{write_atomic, write_json};
 use crate::metrics::{format_predictions, ClassScores, Confusion};
 use crate::plot::{confusion_png, lines_png, scatter_png, Point, Series};
@@ -32,6 +31,9 @@ use crate::Result;
 
 /// The experiment every other is compared with (paired differences).
 pub const REFERENCE_EXPERIMENT: &str = "ta";
+
+/// The id of the table drawn in the paper's Table 2 layout (and plotted as Fig. 4).
+pub const TABLE2: &str = "table2";
 
 /// One seed's scores of an experiment (every fold finished).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +114,11 @@ pub struct ExperimentSummary {
     pub params: usize,
     /// Multiply-accumulates per sample (torchstat's "Flops" count: the paper's 30.08M).
     pub macs: u64,
+    /// torchstat's MemR+W (MiB, batch 1), where computed (the Table 2 baselines).
+    #[serde(default)]
+    pub mem_rw_mib: Option<f64>,
+    /// The experiment's own schedule in this run (epochs, batch, optimiser).
+    pub schedule: Schedule,
     /// The seeds asked for.
     pub seeds: Vec<u64>,
     /// Finished cells (over all its seeds).
@@ -145,14 +152,19 @@ pub const SUMMARY_HEADER: &str = "experiment,variant,input,params,macs,folds,hon
 /// The header of `seeds.csv`.
 pub const SEEDS_HEADER: &str = "experiment,seed,folds,honest_epoch,pooled_uar,pooled_uf1,fold_mean_uar,fold_mean_uf1,paper_epoch,paper_uar,paper_uf1";
 
-fn summary_csv(rows: &[ExperimentSummary], folds: usize, honest_epoch: usize) -> String {
+fn summary_csv(rows: &[ExperimentSummary], folds: usize) -> String {
     let mut s = format!("{SUMMARY_HEADER}\n");
     for r in rows {
         let e = &r.spec;
+        let honest_epoch = r.schedule.honest_epoch();
         write!(
             s,
             "{},{},{},{},{},",
-            e.name, e.variant, e.input, r.params, r.macs
+            e.name,
+            e.model_label(),
+            e.input,
+            r.params,
+            r.macs
         )
         .ok();
         match &r.aggregate {
@@ -380,6 +392,105 @@ fn table_md(title: &str, rows: &[TableLine]) -> String {
     s
 }
 
+/// Table 2 in the paper's layout, sorted by our UAR (rows not scored yet last): both
+/// protocols, Params, Flops and MemR+W (torchstat's rules, batch 1), the experiment's
+/// epochs, and the paper's figures beside ours. A model trained on fewer than half the
+/// epochs of the table's most-trained model is marked, with a note saying so.
+fn table2_md(t: &crate::config::TableSpec, summaries: &[ExperimentSummary]) -> String {
+    let mut rows: Vec<(&crate::config::TableRow, Option<&ExperimentSummary>)> = t
+        .rows
+        .iter()
+        .map(|r| (r, summaries.iter().find(|s| s.spec.name == r.experiment)))
+        .collect();
+    let uar = |e: &Option<&ExperimentSummary>| {
+        e.and_then(|e| e.aggregate.as_ref())
+            .map_or(f64::NEG_INFINITY, |a| a.uar.mean)
+    };
+    rows.sort_by(|a, b| uar(&b.1).total_cmp(&uar(&a.1)));
+    let most = rows
+        .iter()
+        .filter_map(|(_, e)| e.map(|e| e.schedule.epochs))
+        .max()
+        .unwrap_or(0);
+    let mut s = format!(
+        "### {}
+
+",
+        t.title
+    );
+    s.push_str("| Model | UAR | UF1 | UAR (paper protocol) | UF1 (paper protocol) | Params | Flops | MemR+W | Epochs | Paper UAR | Paper UF1 | Paper Params | Paper Flops | Paper MemR+W |
+");
+    s.push_str(
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+",
+    );
+    let mut short = Vec::new();
+    for (r, e) in &rows {
+        let paper = format!(
+            "{} | {} | {} | {} | {}",
+            opt4(r.paper_uar),
+            opt4(r.paper_uf1),
+            r.paper_params.as_deref().unwrap_or(""),
+            r.paper_flops.as_deref().unwrap_or(""),
+            r.paper_mem_rw.as_deref().unwrap_or("")
+        );
+        let Some(e) = e else {
+            writeln!(s, "| {} | not run | | | | | | | | {paper} |", r.label).ok();
+            continue;
+        };
+        let mark = if 2 * e.schedule.epochs < most {
+            short.push(format!(
+                "{} trained {} epochs, the table's most-trained model {most}",
+                r.label, e.schedule.epochs
+            ));
+            " †"
+        } else {
+            ""
+        };
+        let cost = format!(
+            "{} | {:.2}M | {} | {}",
+            thousands(e.params as u64),
+            e.macs as f64 / 1e6,
+            e.mem_rw_mib.map_or(String::new(), |m| format!("{m:.2}MB")),
+            e.schedule.epochs
+        );
+        match &e.aggregate {
+            Some(a) => {
+                let k = a.seeds.len();
+                writeln!(
+                    s,
+                    "| {}{mark} | {} | {} | {} | {} | {cost} | {paper} |",
+                    r.label,
+                    mean_cell(&a.uar, k, true),
+                    mean_cell(&a.uf1, k, true),
+                    mean_cell(&a.paper_uar, k, false),
+                    mean_cell(&a.paper_uf1, k, false)
+                )
+                .ok();
+            }
+            None => {
+                writeln!(
+                    s,
+                    "| {}{mark} | incomplete ({}/{} cells) | | | | {cost} | {paper} |",
+                    r.label, e.cells_done, e.cells_total
+                )
+                .ok();
+            }
+        }
+    }
+    s.push('\n');
+    if !short.is_empty() {
+        writeln!(
+            s,
+            "† Far fewer epochs than the others (sized from the model's measured training speed so that the run fits its time; see the experiments file): {}. Its scores say how far the model gets in that many epochs, not how far it can get.\n",
+            short.join("; ")
+        )
+        .ok();
+    }
+    s.push_str("Params, Flops and MemR+W follow torchstat 0.0.7's rules at batch 1 (Flops of Off-TANet: multiply-accumulates as torchstat counts them). The paper's MACNN figures were measured on a 2-channel variant (793.67M Flops); the code and this table use 3 channels. STSTNet is given u, v and strain at 28x28 (what its layers need; the published config passes 2 channels).\n\n");
+    s
+}
+
 /// Pooled confusions at the honest epoch of all test samples and of those of SMIC, CASME II
 /// and SAMM (by the dataset of each sample's id).
 fn composite_confusions(
@@ -500,7 +611,6 @@ pub fn write_report(folder: &RunFolder, provenance: &Provenance) -> Result<Repor
     let expected = crate::run_dir::merge_grids(&invocations, &folder.dir)?;
     let run_dir = &folder.dir;
     let sch = &settings.schedule;
-    let honest = sch.honest_epoch();
 
     // Experiments in table order, then the others.
     let mut order: Vec<usize> = Vec::new();
@@ -531,14 +641,15 @@ pub fn write_report(folder: &RunFolder, provenance: &Provenance) -> Result<Repor
     let (mut cells_done, mut cells_total) = (0, 0);
     for &i in &order {
         let (spec, seeds) = &expected[i];
-        let cfg = spec.model_config(sch.dropout)?;
-        let net = OffTaNet::random(&cfg, &Device::Cpu)?;
+        let model = spec.model_spec(sch.dropout)?;
+        let es = spec.schedule(sch);
+        let honest = es.honest_epoch();
         let mut per_seed = Vec::new();
         let mut cells = Vec::new();
         let mut composite = Vec::new();
         let mut done = 0;
         for (k, &seed) in seeds.iter().enumerate() {
-            let fp = fingerprint(spec, sch, seed, &settings.list_hash);
+            let fp = fingerprint(spec, &es, seed, &settings.list_hash);
             let records = folder.load_cells(&spec.name, seed, &folds, &fp, false)?;
             done += records.len();
             for f in &folds {
@@ -573,8 +684,13 @@ pub fn write_report(folder: &RunFolder, provenance: &Provenance) -> Result<Repor
         loaded.push(Loaded {
             summary: ExperimentSummary {
                 spec: spec.clone(),
-                params: net.num_params(),
-                macs: net.summary().total_flops(),
+                params: model.num_params()?,
+                macs: model.flops()?,
+                mem_rw_mib: match model {
+                    ModelSpec::Baseline(b) => Some(b.summary().total_mem_rw_mib()),
+                    ModelSpec::OffTaNet(_) => None,
+                },
+                schedule: es.clone(),
                 seeds: seeds.clone(),
                 cells_done: done,
                 cells_total: seeds.len() * folds.len(),
@@ -658,11 +774,12 @@ pub fn write_report(folder: &RunFolder, provenance: &Provenance) -> Result<Repor
     let summaries: Vec<ExperimentSummary> = loaded.into_iter().map(|l| l.summary).collect();
     write_atomic(
         &run_dir.join("summary.csv"),
-        summary_csv(&summaries, folds.len(), honest).as_bytes(),
+        summary_csv(&summaries, folds.len()).as_bytes(),
     )?;
     write_atomic(&run_dir.join("seeds.csv"), seeds_csv(&summaries).as_bytes())?;
     for s in &summaries {
         if let Some(a) = &s.aggregate {
+            let honest = s.schedule.honest_epoch();
             let title = if a.seeds.len() > 1 {
                 format!(
                     "{}: pooled confusion at epoch {honest}, summed over {} seeds",
@@ -685,14 +802,32 @@ pub fn write_report(folder: &RunFolder, provenance: &Provenance) -> Result<Repor
     let find = |n: &str| summaries.iter().find(|s| s.spec.name == n);
     let max_seeds = summaries.iter().map(|s| s.seeds.len()).max().unwrap_or(0);
 
-    // Fig. 4, with error bars (one standard deviation over seeds) when there are seeds.
+    // Fig. 4, with error bars (one standard deviation over seeds) when there are seeds: the
+    // Table 2 models (labelled as the paper does) when any of them is scored, else every
+    // experiment.
     let chance = Some(1.0 / 3.0);
+    let table2: Vec<(String, &ExperimentSummary)> = settings
+        .tables
+        .iter()
+        .filter(|t| t.id == TABLE2)
+        .flat_map(|t| t.rows.iter())
+        .filter_map(|r| {
+            find(&r.experiment)
+                .filter(|s| s.aggregate.is_some())
+                .map(|s| (r.label.clone(), s))
+        })
+        .collect();
+    let plotted: Vec<(String, &ExperimentSummary)> = if table2.is_empty() {
+        summaries.iter().map(|s| (s.spec.name.clone(), s)).collect()
+    } else {
+        table2
+    };
     let pts = |f: fn(&Aggregate) -> MeanSd| -> Vec<Point> {
-        summaries
+        plotted
             .iter()
-            .filter_map(|s| {
+            .filter_map(|(label, s)| {
                 s.aggregate.as_ref().map(|a| Point {
-                    label: s.spec.name.clone(),
+                    label: label.clone(),
                     x: s.params as f64,
                     y: f(a).mean,
                     y_err: (a.seeds.len() > 1).then(|| f(a).sd),
@@ -787,8 +922,12 @@ pub fn write_report(folder: &RunFolder, provenance: &Provenance) -> Result<Repor
     } else {
         md.push_str("\n\n");
     }
-    md.push_str("## Tables 3 and 4\n\nUAR and UF1 in bold: honest protocol, pooled over folds at the last epoch.\n\n");
+    md.push_str("## Tables\n\nUAR and UF1 in bold: honest protocol, pooled over folds at the last epoch.\n\n");
     for t in &settings.tables {
+        if t.id == TABLE2 {
+            md.push_str(&table2_md(t, &summaries));
+            continue;
+        }
         let rows: Vec<_> = t
             .rows
             .iter()

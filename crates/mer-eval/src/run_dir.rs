@@ -247,14 +247,19 @@ pub fn now_unix() -> u64 {
 }
 
 /// The fingerprint of an experiment's cells of one seed: a cell file is used only if it
-/// matches (the same definition, schedule, seed, data list and training procedure).
+/// matches (the same definition, schedule, seed, data list and training procedure). `s` is
+/// the experiment's own schedule ([`ExperimentSpec::schedule`]). An Off-TANet experiment
+/// without settings of its own keeps the fingerprint it had before baselines existed.
 pub fn fingerprint(e: &ExperimentSpec, s: &Schedule, seed: u64, list_hash: &str) -> String {
-    let text = format!(
+    let mut text = format!(
         "training={TRAINING_VERSION};variant={};input={};schedule={};seed={seed};list={list_hash}",
         e.variant,
         e.input,
         serde_json::to_string(s).unwrap_or_default()
     );
+    if e.model.is_some() || e.size.is_some() || !e.schedules.is_empty() {
+        text += &format!(";definition={}", e.definition());
+    }
     fnv1a64_hex(text.as_bytes())
 }
 
@@ -487,13 +492,17 @@ pub fn merge_grids(
 
 /// Refuses two definitions of one experiment name in a run.
 pub fn check_same_experiment(a: &ExperimentSpec, b: &ExperimentSpec, run_dir: &Path) -> Result<()> {
-    if (a.variant.as_str(), a.input.as_str()) != (b.variant.as_str(), b.input.as_str()) {
+    if a.definition() != b.definition() {
         return Err(Error::RunMismatch {
             path: run_dir.to_path_buf(),
             message: format!(
                 "setting `experiment {}` differs: the run folder has {} on {}, this invocation {} on {}; \
 use another --run name or remove the folder",
-                a.name, a.variant, a.input, b.variant, b.input
+                a.name,
+                a.model_label(),
+                a.input,
+                b.model_label(),
+                b.input
             ),
         });
     }
@@ -525,6 +534,8 @@ mod tests {
                 lr_step: 1,
                 eval_every: 1,
                 dropout: 0.5,
+                optimizer: Default::default(),
+                epochs_given: false,
             },
             sizing: None,
             base_seed: 0,
@@ -624,8 +635,11 @@ mod tests {
     fn grids_merge_and_conflicting_definitions_are_refused() {
         let spec = |name: &str, variant: &str| ExperimentSpec {
             name: name.into(),
+            model: None,
             variant: variant.into(),
             input: "flow3".into(),
+            size: None,
+            schedules: Default::default(),
             description: String::new(),
         };
         let inv = |exps: &[ExperimentSpec], seeds: &[u64]| InvocationRecord {

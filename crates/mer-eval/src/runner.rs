@@ -27,13 +27,13 @@ use mer_data::list::format_list;
 use mer_data::megc::{index_benchmark, Benchmark, SmicApex};
 use mer_data::SampleMeta;
 use mer_model::candle_core::{Device, Tensor};
-use mer_model::{ModelConfig, OffTaNet};
+use mer_model::ModelSpec;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ExperimentSpec, ExperimentsFile, ScheduleSpec};
+use crate::config::{ExperimentSpec, ExperimentsFile, Schedule, ScheduleSpec};
 use crate::io::{fnv1a64_hex, write_atomic, write_atomic_with, write_json};
 use crate::loso::{loso_folds, Fold};
-use crate::plan::{plan_cells, shard_cells, PlannedCell, Shard};
+use crate::plan::{plan_cells, shard_cells, ExperimentCost, PlannedCell, Shard};
 use crate::report::{write_report, ReportOutcome};
 use crate::run_dir::{
     check_same_experiment, fingerprint, now_unix, CellKey, ExecutionPlan, Grid, InvocationRecord,
@@ -274,15 +274,10 @@ fn single_pool(threads: usize) -> Result<rayon::ThreadPool> {
         .map_err(Error::from)
 }
 
-/// The distinct networks of some experiments, keyed `variant/Nch`.
-fn model_key(c: &ModelConfig) -> String {
-    format!("{}/{}ch", c.variant, c.in_channels)
-}
-
 /// Throughput (samples/s, summed over workers) of `workers` concurrent single-threaded
 /// trainers of `cfg`, and the per-worker speed.
 fn measure_folds_mode(
-    cfg: &ModelConfig,
+    cfg: &ModelSpec,
     workers: usize,
     batch: usize,
     steps: usize,
@@ -308,7 +303,7 @@ const MEASURE_STEPS: usize = 6;
 /// Picks how cells share the cores (measuring both ways for `auto`, when there are at
 /// least as many cells as cores) and, when `need_speeds`, every distinct network's speed.
 fn plan_execution(
-    models: &[ModelConfig],
+    models: &[ModelSpec],
     opts: &AblationOptions,
     cells: usize,
     need_speeds: bool,
@@ -319,7 +314,7 @@ fn plan_execution(
     let batch = batch.clamp(2, 16);
     let ta = models
         .iter()
-        .find(|c| c.variant == mer_model::Variant::Ta)
+        .find(|c| matches!(c, ModelSpec::OffTaNet(m) if m.variant == mer_model::Variant::Ta))
         .copied()
         .unwrap_or(models[0]);
     let mut plan = ExecutionPlan {
@@ -343,7 +338,7 @@ fn plan_execution(
             plan.serial_throughput = Some(serial_tp);
             tracing::info!(
                 "{}: {folds_tp:.1} samples/s with {threads} cells in parallel, {serial_tp:.1} samples/s with one cell on {threads} threads",
-                model_key(&ta)
+                ta.key()
             );
             if folds_tp >= serial_tp {
                 Parallelism::Folds
@@ -362,7 +357,7 @@ fn plan_execution(
     if need_speeds {
         let mut seen = std::collections::HashSet::new();
         for c in models {
-            if !seen.insert(model_key(c)) {
+            if !seen.insert(c.key()) {
                 continue;
             }
             let per = if plan.mode == "folds" {
@@ -370,9 +365,9 @@ fn plan_execution(
             } else {
                 single_pool(threads)?.install(|| measure_speed(c, batch, MEASURE_STEPS))?
             };
-            tracing::info!("{}: {per:.1} training samples/s per worker", model_key(c));
+            tracing::info!("{}: {per:.1} training samples/s per worker", c.key());
             speeds.push(SpeedRecord {
-                model: model_key(c),
+                model: c.key(),
                 samples_per_sec: per,
             });
         }
@@ -380,18 +375,25 @@ fn plan_execution(
     Ok((plan, speeds))
 }
 
-/// Seconds one worker needs for `jobs` at `epochs` epochs (training, plus the test-fold
-/// evaluations at about a third of the training cost per sample).
-fn predict_secs(
-    jobs: &[(ModelConfig, usize, usize)],
-    speeds: &HashMap<String, f64>,
-    epochs: usize,
-    observations: usize,
-) -> f64 {
+/// One cell to size a budget with: its experiment's network and schedule (in a run of the
+/// candidate schedule), its fold's training and test samples.
+struct SizingJob<'a> {
+    experiment: &'a ExperimentSpec,
+    model: ModelSpec,
+    n_train: usize,
+    n_test: usize,
+}
+
+/// Seconds one worker needs for `jobs` in a run of schedule `run` (training, plus the
+/// test-fold evaluations at about a third of the training cost per sample); each
+/// experiment trains its own schedule's epochs.
+fn predict_secs(jobs: &[SizingJob], speeds: &HashMap<String, f64>, run: &Schedule) -> f64 {
     jobs.iter()
-        .map(|(c, n_train, n_test)| {
-            let s = speeds.get(&model_key(c)).copied().unwrap_or(1.0).max(1e-6);
-            (epochs * n_train) as f64 / s + (observations * n_test) as f64 / (3.0 * s)
+        .map(|j| {
+            let s = speeds.get(&j.model.key()).copied().unwrap_or(1.0).max(1e-6);
+            let es = j.experiment.schedule(run);
+            let obs = es.observation_epochs().len();
+            (es.epochs * j.n_train) as f64 / s + (obs * j.n_test) as f64 / (3.0 * s)
         })
         .sum()
 }
@@ -400,7 +402,8 @@ fn predict_secs(
 /// bounds) whose predicted wall time fits the time left.
 fn size_epochs(
     spec: &ScheduleSpec,
-    jobs: &[(ModelConfig, usize, usize)],
+    name: &str,
+    jobs: &[SizingJob],
     workers: usize,
     speeds: &[SpeedRecord],
     budget: f64,
@@ -417,16 +420,14 @@ fn size_epochs(
     let capacity = time_left.max(0.0) * workers as f64 * efficiency;
     let mut epochs = spec.min_epochs;
     for e in spec.min_epochs..=spec.max_epochs {
-        let obs = spec.resolve("x", e).observation_epochs().len();
-        if predict_secs(jobs, &by_model, e, obs) <= capacity {
+        if predict_secs(jobs, &by_model, &spec.resolve(name, e)) <= capacity {
             epochs = e;
         } else {
             break;
         }
     }
-    let obs = spec.resolve("x", epochs).observation_epochs().len();
-    let predicted =
-        predict_secs(jobs, &by_model, epochs, obs) / (capacity / time_left.max(1e-9)).max(1e-9);
+    let predicted = predict_secs(jobs, &by_model, &spec.resolve(name, epochs))
+        / (capacity / time_left.max(1e-9)).max(1e-9);
     (
         epochs,
         Sizing {
@@ -528,15 +529,19 @@ pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
     );
 
     // Features: computed once into the cache (with a progress bar).
+    // One cache per input size the experiments need (112 for Off-TANet; the baselines'
+    // 28 and 224 are computed the same way at their own size).
     let t_feat = Instant::now();
-    let cache = FeatureCache::new(&opts.cache_dir, FeatureConfig::default());
-    let rep = ensure_features(&root, &samples, None, &cache)?;
+    for size in input_sizes(&experiments) {
+        let rep = ensure_features(&root, &samples, None, &feature_cache(&opts.cache_dir, size))?;
+        tracing::info!(
+            "features {size}x{size}: {} computed, {} reused",
+            rep.computed,
+            rep.reused
+        );
+    }
     let feature_secs = t_feat.elapsed().as_secs_f64();
-    tracing::info!(
-        "features: {} computed, {} reused in {feature_secs:.1} s",
-        rep.computed,
-        rep.reused
-    );
+    tracing::info!("features ready in {feature_secs:.1} s");
 
     // The settings: the run folder's if it has them (checked), else this invocation's
     // (sized first when a budget is asked for), created exclusively.
@@ -551,9 +556,9 @@ pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
         spec.epochs
     });
     let dropout = spec.dropout.unwrap_or(0.5);
-    let models: Vec<ModelConfig> = experiments
+    let models: Vec<ModelSpec> = experiments
         .iter()
-        .map(|e| e.model_config(dropout))
+        .map(|e| e.model_spec(dropout))
         .collect::<Result<_>>()?;
     if fixed.is_none() && opts.shard.is_some() {
         return Err(Error::Invalid(
@@ -585,14 +590,27 @@ pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
         (None, None) => {
             let n_cells = experiments.len() * seeds.len() * folds.len();
             let (plan, speeds) = plan_execution(&models, opts, n_cells, true, spec.batch_size)?;
-            let mut jobs: Vec<(ModelConfig, usize, usize)> = Vec::new();
-            for c in &models {
+            let mut jobs: Vec<SizingJob> = Vec::new();
+            for (experiment, &model) in experiments.iter().zip(&models) {
                 for _ in &seeds {
-                    jobs.extend(folds.iter().map(|f| (*c, f.train.len(), f.test.len())));
+                    jobs.extend(folds.iter().map(|f| SizingJob {
+                        experiment,
+                        model,
+                        n_train: f.train.len(),
+                        n_test: f.test.len(),
+                    }));
                 }
             }
             let left = budget - started.elapsed().as_secs_f64() - REPORT_RESERVE_SECS;
-            let (e, sizing) = size_epochs(&spec, &jobs, plan.workers, &speeds, budget, left);
+            let (e, sizing) = size_epochs(
+                &spec,
+                &opts.schedule,
+                &jobs,
+                plan.workers,
+                &speeds,
+                budget,
+                left,
+            );
             tracing::info!(
                 "schedule `{}` sized to {e} epochs: {left:.0} s left of the {budget:.0} s budget, predicted training {:.0} s",
                 opts.schedule,
@@ -605,7 +623,10 @@ pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
     let wanted = RunSettings {
         version: RUN_FORMAT,
         run: opts.run_name.clone(),
-        schedule: spec.resolve(&opts.schedule, epochs),
+        schedule: Schedule {
+            epochs_given: opts.epochs.is_some(),
+            ..spec.resolve(&opts.schedule, epochs)
+        },
         sizing,
         base_seed: file.seed,
         benchmark: benchmark_name(opts.benchmark).into(),
@@ -633,7 +654,10 @@ pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
     // A concurrent creator sized its own epochs: compare at the folder's.
     let wanted = if !created && fixed.is_none() {
         RunSettings {
-            schedule: spec.resolve(&opts.schedule, settings.schedule.epochs),
+            schedule: Schedule {
+                epochs_given: wanted.schedule.epochs_given,
+                ..spec.resolve(&opts.schedule, settings.schedule.epochs)
+            },
             ..wanted
         }
     } else {
@@ -697,13 +721,35 @@ shards of one run must be given the same --only and seeds",
     })
 }
 
-/// Multiply-accumulates per sample of an experiment's network (the static cost of its
-/// cells).
-fn experiment_macs(e: &ExperimentSpec, dropout: f32) -> Result<f64> {
-    let cfg = e.model_config(dropout)?;
-    Ok(OffTaNet::random(&cfg, &Device::Cpu)?
-        .summary()
-        .total_flops() as f64)
+/// The distinct input sizes of some experiments, ascending.
+fn input_sizes(experiments: &[ExperimentSpec]) -> Vec<usize> {
+    let mut sizes: Vec<usize> = experiments.iter().map(|e| e.input_size()).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+/// The feature cache of inputs of side `size` under `cache_dir`.
+pub fn feature_cache(cache_dir: &Path, size: usize) -> FeatureCache {
+    FeatureCache::new(
+        cache_dir,
+        FeatureConfig {
+            size,
+            ..FeatureConfig::default()
+        },
+    )
+}
+
+/// The static cost of an experiment's cells: operations per sample of its network, and its
+/// schedule's epochs and observations.
+fn experiment_cost(e: &ExperimentSpec, run: &Schedule) -> Result<ExperimentCost> {
+    let es = e.schedule(run);
+    Ok(ExperimentCost {
+        name: e.name.clone(),
+        macs: e.model_spec(run.dropout)?.flops()? as f64,
+        epochs: es.epochs,
+        observations: es.observation_epochs().len(),
+    })
 }
 
 /// Step 2: the cells of `shard` (all without one) of the prepared grid, in grid order, and
@@ -713,23 +759,17 @@ pub fn plan_cells_of(
     shard: Option<Shard>,
 ) -> Result<(Vec<PlannedCell>, Vec<PlannedCell>)> {
     let sch = &p.settings.schedule;
-    let exps: Vec<(String, f64)> = p
+    let exps: Vec<ExperimentCost> = p
         .experiments
         .iter()
-        .map(|e| Ok((e.name.clone(), experiment_macs(e, sch.dropout)?)))
+        .map(|e| experiment_cost(e, sch))
         .collect::<Result<_>>()?;
     let folds: Vec<(usize, usize, usize)> = p
         .folds
         .iter()
         .map(|f| (f.number, f.train.len(), f.test.len()))
         .collect();
-    let cells = plan_cells(
-        &exps,
-        &p.seeds,
-        &folds,
-        sch.epochs,
-        sch.observation_epochs().len(),
-    );
+    let cells = plan_cells(&exps, &p.seeds, &folds);
     let mine = shard_cells(cells, shard);
     let mut todo = Vec::new();
     let mut done: HashMap<(usize, u64), Vec<usize>> = HashMap::new();
@@ -738,7 +778,7 @@ pub fn plan_cells_of(
         let finished = match done.entry((c.experiment, c.key.seed)) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let fp = fingerprint(e, sch, c.key.seed, &p.settings.list_hash);
+                let fp = fingerprint(e, &e.schedule(sch), c.key.seed, &p.settings.list_hash);
                 let recs = p
                     .folder
                     .load_cells(&e.name, c.key.seed, &p.folds, &fp, true)?;
@@ -762,26 +802,27 @@ pub fn train_cells(
     stop_after: Option<usize>,
 ) -> Result<usize> {
     let sch = &p.settings.schedule;
-    let cache = FeatureCache::new(&p.cache_dir, FeatureConfig::default());
     let labels: Vec<usize> = p.samples.iter().map(|s| s.class.index()).collect();
     let ids = sample_ids(&p.samples);
-    let mut inputs: HashMap<InputKind, Tensor> = HashMap::new();
+    let mut inputs: HashMap<(InputKind, usize), Tensor> = HashMap::new();
     for c in cells {
-        let k = p.experiments[c.experiment].input_kind()?;
-        if let std::collections::hash_map::Entry::Vacant(v) = inputs.entry(k) {
-            let data = cache.load(&p.samples, k)?;
+        let e = &p.experiments[c.experiment];
+        let (k, size) = (e.input_kind()?, e.input_size());
+        if let std::collections::hash_map::Entry::Vacant(v) = inputs.entry((k, size)) {
+            let data = feature_cache(&p.cache_dir, size).load(&p.samples, k)?;
             v.insert(Tensor::from_vec(
                 data,
-                (p.samples.len(), k.channels(), 112, 112),
+                (p.samples.len(), k.channels(), size, size),
                 &Device::Cpu,
             )?);
         }
     }
-    let configs: Vec<ModelConfig> = p
+    let configs: Vec<ModelSpec> = p
         .experiments
         .iter()
-        .map(|e| e.model_config(sch.dropout))
+        .map(|e| e.model_spec(sch.dropout))
         .collect::<Result<_>>()?;
+    let schedules: Vec<Schedule> = p.experiments.iter().map(|e| e.schedule(sch)).collect();
     // Longest first: the parallel workers finish together.
     let mut order: Vec<&PlannedCell> = cells.iter().collect();
     if plan.workers > 1 {
@@ -802,6 +843,7 @@ pub fn train_cells(
         for worker in 0..workers {
             let (queue, trained, stop, first_error) = (&queue, &trained, &stop, &first_error);
             let (inputs, configs, labels, ids) = (&inputs, &configs, &labels, &ids);
+            let schedules = &schedules;
             s.spawn(move || {
                 let pool = match single_pool(threads_per_cell) {
                     Ok(p) => p,
@@ -826,15 +868,16 @@ pub fn train_cells(
                         cell: cell.key.clone(),
                         subject: f.subject_id(),
                     });
-                    let fp = fingerprint(e, sch, seed, &p.settings.list_hash);
+                    let es = &schedules[cell.experiment];
+                    let fp = fingerprint(e, es, seed, &p.settings.list_hash);
                     let fj = FoldJob {
                         experiment: &e.name,
                         fingerprint: &fp,
                         model: configs[cell.experiment],
-                        schedule: sch,
+                        schedule: es,
                         seed,
                         fold: f,
-                        x: &inputs[&e.input_kind().expect("validated")],
+                        x: &inputs[&(e.input_kind().expect("validated"), e.input_size())],
                         labels,
                         ids,
                     };
@@ -920,10 +963,10 @@ pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
     let plan = match p.measured_plan.clone() {
         Some(plan) => plan,
         None => {
-            let models: Vec<ModelConfig> = p
+            let models: Vec<ModelSpec> = p
                 .experiments
                 .iter()
-                .map(|e| e.model_config(sch.dropout))
+                .map(|e| e.model_spec(sch.dropout))
                 .collect::<Result<_>>()?;
             if todo.is_empty() {
                 ExecutionPlan {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use mer_model::candle_core::{Device, Tensor};
-use mer_model::{AdamConfig, ModelConfig, OffTaNet, Trainer};
+use mer_model::{ModelSpec, Net, Trainer};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Schedule;
@@ -18,10 +18,11 @@ use mer_common::rng::{Seeding, SplitMix64};
 /// A network whose weights are drawn from `SplitMix64(seed, stream)` with PyTorch's default
 /// initialisation (conv and linear weights and biases `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`,
 /// BatchNorm weight 1 and bias 0, running statistics 0 and 1), so that the initial weights
-/// are a function of the seed (candle's CPU generator cannot be seeded).
-pub fn seeded_model(cfg: &ModelConfig, seed: u64, stream: &[u64]) -> Result<OffTaNet> {
+/// are a function of the seed (candle's CPU generator cannot be seeded). The same rule for
+/// Off-TANet and the baselines (all five use PyTorch's default initialisation).
+pub fn seeded_model(spec: &ModelSpec, seed: u64, stream: &[u64]) -> Result<Net> {
     let dev = Device::Cpu;
-    let net = OffTaNet::random(cfg, &dev)?;
+    let net = spec.random(&dev)?;
     let params: HashMap<String, Tensor> = net.named_parameters().into_iter().collect();
     let fan_in = |dims: &[usize]| dims[1..].iter().product::<usize>();
     let mut rng = SplitMix64::new(Seeding::TRAINING, seed, stream);
@@ -56,8 +57,8 @@ pub fn seeded_model(cfg: &ModelConfig, seed: u64, stream: &[u64]) -> Result<OffT
     Ok(net)
 }
 
-/// Class predictions (argmax of the evaluation-mode logits) of `x` `[N, C, 112, 112]`.
-pub fn predict(model: &OffTaNet, x: &Tensor) -> Result<Vec<usize>> {
+/// Class predictions (argmax of the evaluation-mode logits) of `x` `[N, C, S, S]`.
+pub fn predict(model: &Net, x: &Tensor) -> Result<Vec<usize>> {
     let n = x.dims()[0];
     let mut out = Vec::with_capacity(n);
     let mut start = 0;
@@ -134,14 +135,14 @@ pub struct FoldJob<'a> {
     /// The fingerprint recorded in the fold's file.
     pub fingerprint: &'a str,
     /// The network.
-    pub model: ModelConfig,
-    /// The schedule.
+    pub model: ModelSpec,
+    /// The experiment's schedule (optimiser included).
     pub schedule: &'a Schedule,
     /// The seed.
     pub seed: u64,
     /// The fold.
     pub fold: &'a Fold,
-    /// All samples' inputs `[N, C, 112, 112]`.
+    /// All samples' inputs `[N, C, S, S]` of the model's shape.
     pub x: &'a Tensor,
     /// All samples' classes.
     pub labels: &'a [usize],
@@ -156,23 +157,14 @@ pub struct FoldJob<'a> {
 /// Initial weights, batch order and dropout masks are functions of `(seed, fold)` (and the
 /// epoch, the step), the same for every experiment: a fold trains to the same bits every
 /// time on the same machine and thread count.
-pub fn train_fold(
-    job: &FoldJob,
-    on_epoch: &(dyn Fn(usize) + Sync),
-) -> Result<(FoldRecord, OffTaNet)> {
+pub fn train_fold(job: &FoldJob, on_epoch: &(dyn Fn(usize) + Sync)) -> Result<(FoldRecord, Net)> {
     let t0 = Instant::now();
     let s = job.schedule;
     let dev = Device::Cpu;
     let f = job.fold.number as u64;
     let model = seeded_model(&job.model, job.seed, &[f, 0])?;
     model.seed_dropout(SplitMix64::new(Seeding::TRAINING, job.seed, &[f, 2]).next_u64());
-    let mut trainer = Trainer::with_config(
-        model,
-        AdamConfig {
-            lr: s.lr,
-            ..AdamConfig::default()
-        },
-    )?;
+    let mut trainer = Trainer::with_config(model, s.optimizer.config(s.lr))?;
     let test_idx: Vec<u32> = job.fold.test.iter().map(|&i| i as u32).collect();
     let x_test = job
         .x
@@ -226,8 +218,8 @@ pub fn train_fold(
 
 /// Training speed (samples per second) of a fresh network of `cfg` on random inputs: one
 /// warm-up step, then `steps` timed steps of `batch` samples, on the current rayon pool.
-pub fn measure_speed(cfg: &ModelConfig, batch: usize, steps: usize) -> Result<f64> {
-    let mut b = crate::bench::StepBench::new(cfg, batch)?;
+pub fn measure_speed(spec: &ModelSpec, batch: usize, steps: usize) -> Result<f64> {
+    let mut b = crate::bench::StepBench::new(spec, batch)?;
     b.time(true)?;
     let mut seconds = 0.0;
     for _ in 0..steps {
@@ -239,7 +231,7 @@ pub fn measure_speed(cfg: &ModelConfig, batch: usize, steps: usize) -> Result<f6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mer_model::Variant;
+    use mer_model::{Baseline, ModelConfig, Variant};
 
     /// `n` random inputs of `[3, 112, 112]` with classes `i % 3` from four subjects
     /// (`i % 4`), and fold `number` leaving out subject `left_out`.
@@ -248,7 +240,17 @@ mod tests {
         number: usize,
         left_out: usize,
     ) -> (Tensor, Vec<usize>, Vec<String>, Fold) {
-        let x = Tensor::randn(0f32, 1.0, (n, 3, 112, 112), &Device::Cpu).unwrap();
+        synthetic_fold_of(n, number, left_out, (3, 112))
+    }
+
+    /// [`synthetic_fold`] with inputs `[C, S, S]`.
+    fn synthetic_fold_of(
+        n: usize,
+        number: usize,
+        left_out: usize,
+        (c, side): (usize, usize),
+    ) -> (Tensor, Vec<usize>, Vec<String>, Fold) {
+        let x = Tensor::randn(0f32, 1.0, (n, c, side, side), &Device::Cpu).unwrap();
         let labels = (0..n).map(|i| i % 3).collect();
         let ids = (0..n).map(|i| format!("synth/s{}/e{i}", i % 4)).collect();
         let fold = Fold {
@@ -272,6 +274,8 @@ mod tests {
             lr_step: 1,
             eval_every: 1,
             dropout: 0.5,
+            optimizer: Default::default(),
+            epochs_given: false,
         }
     }
 
@@ -279,7 +283,7 @@ mod tests {
     fn a_fold_with_dropout_trains_to_the_same_bits_twice() {
         let (x, labels, ids, fold) = synthetic_fold(12, 1, 0);
         let schedule = two_epochs(4);
-        let model = ModelConfig::new(mer_model::Variant::Ta).with_dropout(0.5);
+        let model = ModelSpec::OffTaNet(ModelConfig::new(mer_model::Variant::Ta).with_dropout(0.5));
         let job = FoldJob {
             experiment: "ta",
             fingerprint: "f",
@@ -308,15 +312,32 @@ mod tests {
     /// same fold trained on one and on two threads, every weight compared bit for bit.
     #[test]
     fn a_fold_trains_to_the_same_bits_on_one_and_two_threads() {
-        let (x, labels, ids, fold) = synthetic_fold(22, 2, 1);
         // 16 training samples, batches of 12 and 4: more samples than reduction chunks,
-        // and a short last batch.
-        let schedule = two_epochs(12);
-        for variant in [Variant::Ta, Variant::AllTa] {
+        // and a short last batch. The 28x28 baselines too (candle's own convolutions and
+        // matrix products, dropout, Adam), and Micro-Attention's SGD on STSTNet.
+        let mut schedule = two_epochs(12);
+        for (k, variant) in [
+            ModelSpec::OffTaNet(ModelConfig::new(Variant::Ta).with_dropout(0.5)),
+            ModelSpec::OffTaNet(ModelConfig::new(Variant::AllTa).with_dropout(0.5)),
+            ModelSpec::Baseline(Baseline::OffApexNet),
+            ModelSpec::Baseline(Baseline::Ststnet),
+            ModelSpec::Baseline(Baseline::DualInception),
+            ModelSpec::Baseline(Baseline::Ststnet),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if k == 5 {
+                schedule.optimizer = crate::config::Optimizer::Sgd {
+                    momentum: 0.9,
+                    weight_decay: 5e-4,
+                };
+            }
+            let (x, labels, ids, fold) = synthetic_fold_of(22, 2, 1, variant.input_shape());
             let job = FoldJob {
                 experiment: "t",
                 fingerprint: "f",
-                model: ModelConfig::new(variant).with_dropout(0.5),
+                model: variant,
                 schedule: &schedule,
                 seed: 1,
                 fold: &fold,
@@ -354,7 +375,7 @@ mod tests {
 
     #[test]
     fn seeded_initialisation_is_reproducible_and_torch_like() {
-        let cfg = ModelConfig::new(Variant::Ta);
+        let cfg = ModelSpec::OffTaNet(ModelConfig::new(Variant::Ta));
         let a = seeded_model(&cfg, 5, &[1]).unwrap().state_dict().unwrap();
         let b = seeded_model(&cfg, 5, &[1]).unwrap().state_dict().unwrap();
         let c = seeded_model(&cfg, 5, &[2]).unwrap().state_dict().unwrap();

@@ -470,6 +470,20 @@ impl Linear {
         Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
     }
 
+    /// The same map computed as `(W Xᵀ)ᵀ + b`, for wide layers (the baselines' dense heads,
+    /// up to 12544 x 4096): candle's backward of `X Wᵀ` accumulates the weight's gradient
+    /// through the transposed view, a strided add over every weight (one cache miss per
+    /// value); here the weight is the matrix product's left operand and its gradient is
+    /// accumulated contiguously. Only the input's (small) gradient goes through a
+    /// transpose. Equal to [`Linear::forward`] up to the products' summation order.
+    pub fn forward_wide(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self
+            .weight
+            .matmul(&x.t()?)?
+            .t()?
+            .broadcast_add(&self.bias)?)
+    }
+
     /// Trainable values.
     pub fn num_params(&self) -> usize {
         self.weight.elem_count() + self.bias.elem_count()

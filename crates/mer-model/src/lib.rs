@@ -12,7 +12,9 @@
 //! - [`OffTaNet::forward_t`] in training mode (batch statistics, running-statistics update,
 //!   dropout) or evaluation mode; [`OffTaNet::forward_with_taps`] also returns the attention
 //!   weights and maps ([`Taps`]).
-//! - [`Trainer`]: one step of cross-entropy and Adam (lr 1e-3, betas 0.9 / 0.999, eps 1e-8).
+//! - [`Trainer`]: one step of cross-entropy and Adam (lr 1e-3, betas 0.9 / 0.999, eps 1e-8)
+//!   or SGD with momentum and weight decay ([`SgdConfig`], Micro-Attention's), on any [`Net`].
+//! - [`ModelSpec`] / [`Net`]: Off-TANet and the baselines behind one type.
 //! - [`OffTaNet::summary`]: a torchstat-like table (output shapes, parameters, multiply-adds).
 //! - [`baselines`]: the five published systems of the paper's Table 2 (Off-ApexNet, STSTNet,
 //!   Dual-Inception, MACNN, Micro-Attention) as the reference code builds them, with its
@@ -77,9 +79,11 @@ mod kernels;
 mod layers;
 mod net;
 pub mod npy;
+mod optim;
 mod state;
 mod summary;
 mod train;
+mod zoo;
 
 /// The candle crates this one is built on, re-exported so that users name the same versions.
 pub use {candle_core, candle_nn};
@@ -98,7 +102,8 @@ pub use layers::{
 };
 pub use net::{OffTaNet, Taps};
 pub use summary::{Summary, SummaryRow};
-pub use train::{AdamConfig, Trainer};
+pub use train::{AdamConfig, OptimizerConfig, SgdConfig, Trainer};
+pub use zoo::{ModelSpec, Net};
 
 /// The directory of the reference data: `$MER_REFERENCE_DIR`, else `../shared/reference`
 /// relative to the workspace root.

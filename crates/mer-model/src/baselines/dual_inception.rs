@@ -78,8 +78,8 @@ impl DualInception {
             }
             flat.push(h.flatten_from(1)?);
         }
-        let h = relu(&self.dense[0].forward(&Tensor::cat(&flat, 1)?)?)?;
+        let h = relu(&self.dense[0].forward_wide(&Tensor::cat(&flat, 1)?)?)?;
         f.tap("dense_1", &h);
-        self.dense[1].forward(&h)
+        self.dense[1].forward_wide(&h)
     }
 }

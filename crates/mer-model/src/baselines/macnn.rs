@@ -76,10 +76,10 @@ impl Macnn {
         let h = relu(&self.aconv[0].forward(&h)?)?;
         let h = relu(&self.aconv[1].forward(&h)?)?;
         f.tap("aconv", &h);
-        let h = relu(&self.dense[0].forward(&h.flatten_from(1)?)?)?;
+        let h = relu(&self.dense[0].forward_wide(&h.flatten_from(1)?)?)?;
         f.tap("dense_1", &h);
         let h = f.dropout(&h)?;
-        let h = f.dropout(&relu(&self.dense[1].forward(&h)?)?)?;
-        self.dense[2].forward(&h)
+        let h = f.dropout(&relu(&self.dense[1].forward_wide(&h)?)?)?;
+        self.dense[2].forward_wide(&h)
     }
 }

@@ -123,9 +123,9 @@ impl MicroAttention {
             let tag = format!("ma_{}", 2 * i);
             h = max_pool2(&b.forward(&h, f, &tag)?)?;
         }
-        let h = relu(&self.dense[0].forward(&h.flatten_from(1)?)?)?;
+        let h = relu(&self.dense[0].forward_wide(&h.flatten_from(1)?)?)?;
         f.tap("dense_1", &h);
         let h = f.dropout(&h)?;
-        self.dense[1].forward(&h)
+        self.dense[1].forward_wide(&h)
     }
 }

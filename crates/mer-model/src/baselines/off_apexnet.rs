@@ -55,10 +55,10 @@ impl OffApexNet {
         let v = self.cnn2.forward(&x.narrow(1, 1, 1)?.contiguous()?)?;
         f.tap("cnn2", &v);
         let h = Tensor::cat(&[u.flatten_from(1)?, v.flatten_from(1)?], 1)?;
-        let h = relu(&self.dense[0].forward(&h)?)?;
+        let h = relu(&self.dense[0].forward_wide(&h)?)?;
         f.tap("dense_1", &h);
         let h = f.dropout(&h)?;
-        let h = f.dropout(&relu(&self.dense[1].forward(&h)?)?)?;
-        self.dense[2].forward(&h)
+        let h = f.dropout(&relu(&self.dense[1].forward_wide(&h)?)?)?;
+        self.dense[2].forward_wide(&h)
     }
 }

@@ -46,8 +46,8 @@ impl Ststnet {
         }
         let h = max_pool2(&Tensor::cat(&outs, 1)?)?;
         f.tap("pool", &h);
-        let h = relu(&self.dense[0].forward(&h.flatten_from(1)?)?)?;
+        let h = relu(&self.dense[0].forward_wide(&h.flatten_from(1)?)?)?;
         f.tap("dense_1", &h);
-        self.dense[1].forward(&h)
+        self.dense[1].forward_wide(&h)
     }
 }
