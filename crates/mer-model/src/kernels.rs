@@ -39,6 +39,7 @@ macro_rules! by_float {
 mod batchnorm;
 mod conv;
 mod fused;
+mod maxpool;
 mod pool;
 #[cfg(test)]
 mod testutil;
@@ -48,6 +49,7 @@ pub(crate) use batchnorm::{batch_norm, BnBatchStats};
 pub(crate) use conv::conv2d;
 use conv::*;
 pub(crate) use fused::conv_bn_relu;
+pub(crate) use maxpool::MaxPoolK;
 pub(crate) use pool::max_pool2;
 
 /// The float types of the fast kernels (f32, f64), with a branch-free ReLU gate: the

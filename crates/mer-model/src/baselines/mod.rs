@@ -285,8 +285,22 @@ impl DilatedConv {
 /// Max pool with a `k x k` window, stride `s` and padding `p` on each side, PyTorch's
 /// semantics: the padded cells hold minus infinity (they never win), no ceil mode, the
 /// gradient goes to the first maximum of a window in row-major order.
+///
+/// On the CPU (f32, f64) a kernel with its own backward ([`crate::kernels::MaxPoolK`]);
+/// with the fast kernels off ([`crate::with_plain_ops`]) plain candle ops (padding,
+/// window gathers and a first-maximum reduction), which the tests compare it with.
 pub(crate) fn max_pool_padded(x: &Tensor, k: usize, s: usize, p: usize) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
+    if h + 2 * p < k || w + 2 * p < k || p >= k {
+        return Err(Error::Config(format!(
+            "max pool {k}x{k}: input {h}x{w} with padding {p} is smaller than the window (or padding >= window)"
+        )));
+    }
+    if crate::kernels::usable(x) && !crate::kernels::disabled() {
+        return Ok(x
+            .contiguous()?
+            .apply_op1(crate::kernels::MaxPoolK { k, s, p })?);
+    }
     let dev = x.device();
     let x = if p > 0 {
         let side = |rows: usize, cols: usize| -> Result<Tensor> {

@@ -111,6 +111,53 @@ fn padded_max_pool_pads_with_minus_infinity_and_routes_the_gradient_to_the_first
     assert_eq!(g, want);
 }
 
+/// The padded max-pool kernel against the plain candle ops, forward and gradient, for the
+/// baselines' three geometries and a 2x2 one, on values with many ties, f32 and f64.
+#[test]
+fn padded_max_pool_kernel_equals_the_plain_ops() {
+    let dev = Device::Cpu;
+    for (k, st, p, h) in [(3, 3, 1, 28), (3, 1, 1, 14), (3, 2, 1, 17), (2, 2, 0, 9)] {
+        for dtype in [DType::F32, DType::F64] {
+            // Values in {-2, -1, 0, 1, 2}: ties in most windows.
+            let v: Vec<f64> = (0..2 * 3 * h * h)
+                .map(|i| ((i * 7919 + i / 5) % 5) as f64 - 2.0)
+                .collect();
+            let x = Tensor::from_vec(v, (2, 3, h, h), &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            // Small integer output gradients: their sums are exact in any order, so the
+            // comparison checks the routing to the first maximum, bit for bit.
+            let dims = max_pool_padded(&x, k, st, p).unwrap().dims().to_vec();
+            let rv: Vec<f64> = (0..dims.iter().product::<usize>())
+                .map(|i| ((i * 31) % 7) as f64 - 3.0)
+                .collect();
+            let r = Tensor::from_vec(rv, dims, &dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let run = || {
+                let xv = Var::from_tensor(&x).unwrap();
+                let y = max_pool_padded(xv.as_tensor(), k, st, p).unwrap();
+                let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let g = g.get(xv.as_tensor()).unwrap().clone();
+                let f = |t: &Tensor| {
+                    t.to_dtype(DType::F64)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f64>()
+                        .unwrap()
+                };
+                (f(&y), f(&g))
+            };
+            let fast = run();
+            let plain = crate::with_plain_ops(run);
+            assert!(fast == plain, "k {k} s {st} p {p} {dtype:?}");
+        }
+    }
+}
+
 /// The README's check values, as printed there.
 #[allow(clippy::excessive_precision)]
 #[test]
