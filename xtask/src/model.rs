@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use mer_model::candle_core::{Device, Tensor};
 use mer_model::{
-    npy, Baseline, BaselineNet, ModelConfig, OffTaNet, Variant, CLASS_NAMES, INPUT_SIZE,
+    npy, Baseline, ModelConfig, ModelSpec, Net, OffTaNet, Variant, CLASS_NAMES, INPUT_SIZE,
 };
 
 /// The model names `--model` accepts besides the baselines' ([`Baseline::name`]).
@@ -107,21 +107,6 @@ pub fn run(cmd: ModelCmd) -> Result<()> {
 /// Samples per forward pass (bounds memory for large feature files).
 const CHUNK: usize = 64;
 
-/// The model behind `predict`.
-enum Net {
-    OffTaNet(OffTaNet),
-    Baseline(Box<BaselineNet>),
-}
-
-impl Net {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Net::OffTaNet(m) => m.forward_t(x, false)?,
-            Net::Baseline(m) => m.forward_t(x, false)?,
-        })
-    }
-}
-
 pub fn predict(a: PredictArgs) -> Result<()> {
     let dev = Device::Cpu;
     let b = baseline(&a.model, &a.variant, a.in_channels)?;
@@ -151,23 +136,18 @@ pub fn predict(a: PredictArgs) -> Result<()> {
             a.features.display(),
         ),
     };
-    let model = match b {
-        Some(b) => Net::Baseline(Box::new(
-            BaselineNet::load(b, &a.weights, &dev)
-                .with_context(|| format!("loading {} as {}", a.weights.display(), b.name()))?,
-        )),
-        None => {
-            let cfg = config(a.variant.as_deref(), a.in_channels)?;
-            Net::OffTaNet(OffTaNet::load(&cfg, &a.weights, &dev).with_context(|| {
-                format!("loading {} as variant {}", a.weights.display(), cfg.variant)
-            })?)
-        }
+    let spec = match b {
+        Some(b) => ModelSpec::Baseline(b),
+        None => ModelSpec::OffTaNet(config(a.variant.as_deref(), a.in_channels)?),
     };
+    let model: Net = spec
+        .load(&a.weights, &dev)
+        .with_context(|| format!("loading {} as {what}", a.weights.display()))?;
     let n = x.dim(0)?;
     let mut chunks = Vec::new();
     for start in (0..n).step_by(CHUNK) {
         let len = CHUNK.min(n - start);
-        chunks.push(model.forward(&x.narrow(0, start, len)?)?);
+        chunks.push(model.forward_t(&x.narrow(0, start, len)?, false)?);
     }
     let logits = Tensor::cat(&chunks, 0)?;
     let probs = mer_model::candle_nn::ops::softmax(&logits, 1)?.to_vec2::<f32>()?;

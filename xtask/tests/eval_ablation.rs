@@ -528,3 +528,109 @@ fn megc2019_benchmark_runs_on_the_fixture_releases() {
         "{settings}"
     );
 }
+
+/// The five Table 2 baselines from the repository's experiments file, trained like any
+/// experiment (one epoch, on the tiny database), with Off-TANet: Table 2 in the paper's
+/// layout (sorted by UAR, Params / Flops / MemR+W, the paper's figures beside ours), Fig. 4
+/// of the Table 2 models, and each baseline's saved fold model loadable by its name.
+#[test]
+fn table2_baselines_train_and_report() {
+    let dir = setup();
+    let p = |s: &str| dir.join(s).to_str().unwrap().to_string();
+    let paper = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/paper.toml");
+    let out = xtask(&[
+        "ablation",
+        "--data",
+        &p("db"),
+        "--config",
+        paper.to_str().unwrap(),
+        "--results",
+        &p("results"),
+        "--cache",
+        &p("cache"),
+        "--run",
+        "table2",
+        "--only",
+        "ta,off-apexnet,ststnet,dual-inception,macnn,micro-attention",
+        "--epochs",
+        "1",
+        "--no-progress",
+    ]);
+    ok(&out, "ablation of the Table 2 models");
+    let run = dir.join("results/table2");
+    let report = read(&run.join("REPORT.md"));
+    let table = report
+        .split("### Table 2.")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Table 2 in REPORT.md:\n{report}"));
+    let table = table.split("\n\n").nth(1).unwrap();
+    for needle in [
+        "| Model | UAR | UF1 | UAR (paper protocol) | UF1 (paper protocol) | Params | Flops | MemR+W | Epochs | Paper UAR |",
+        "| Off-ApexNet | ",
+        "| 2,664,475 | 3.87M | 10.35MB | 1 | 0.5832 | 0.5650 | 2.66M | 3.87M | 10.35MB |",
+        "| 162,051 | 526.98K | 0.76MB | 1 | 0.5584 |",
+        "| 6,449,867 | 12.64M | 26.27MB | 1 |",
+        "| 70,573,923 | 797.69M | 297.96MB | 1 | 0.6835 |",
+        "| 53,384,195 | 1.0G | 237.97MB | 1 | 0.7086 |",
+        "| Off-TANet (Ours) | ",
+    ] {
+        assert!(table.contains(needle), "Table 2 lacks `{needle}`:\n{table}");
+    }
+    // Sorted by our UAR, highest first.
+    let uars: Vec<f64> = table
+        .lines()
+        .skip(2)
+        .map(|l| {
+            l.split('|')
+                .nth(2)
+                .unwrap()
+                .trim()
+                .trim_matches('*')
+                .parse::<f64>()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(uars.len(), 6, "{table}");
+    assert!(uars.windows(2).all(|w| w[0] >= w[1]), "{uars:?}\n{table}");
+    let summary = read(&run.join("summary.csv"));
+    for row in [
+        "\noff-apexnet,off-apexnet,flow-no-strain,2664475,",
+        "\nststnet,ststnet,flow3,162051,",
+        "\nmicro-attention,micro-attention,flow3,53384195,",
+    ] {
+        assert!(
+            summary.contains(row),
+            "summary.csv lacks `{row}`:\n{summary}"
+        );
+    }
+    assert!(is_png(&run.join("fig4_params_uar.png")));
+    // A baseline's fold model is a state dict `predict --model NAME` loads.
+    let weights = std::fs::read_dir(run.join("cells/ststnet/seed-0"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .unwrap();
+    let x = mer_model::candle_core::Tensor::zeros(
+        (2, 3, 28, 28),
+        mer_model::candle_core::DType::F32,
+        &mer_model::candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let features = dir.join("ststnet-input.npy");
+    mer_model::npy::write_tensor(&features, &x).unwrap();
+    let logits = dir.join("ststnet-logits.npy");
+    let out = xtask(&[
+        "predict",
+        "--model",
+        "ststnet",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--features",
+        features.to_str().unwrap(),
+        "--out",
+        logits.to_str().unwrap(),
+    ]);
+    ok(&out, "predict --model ststnet --weights <cell>");
+    let y = mer_model::npy::read_tensor(&logits, &mer_model::candle_core::Device::Cpu).unwrap();
+    assert_eq!(y.dims(), &[2, 3]);
+}

@@ -16,6 +16,24 @@
 //! variant = "ta"               # res | cbam | sa | bot | ta | all-ta
 //! input = "flow3"              # flow3 | flow-no-strain | raw-images
 //!
+//! [[experiments]]              # a Table 2 baseline, on its own input and settings
+//! name = "micro-attention"
+//! model = "micro-attention"    # off-apexnet | ststnet | dual-inception | macnn | micro-attention
+//! input = "flow3"
+//! size = 224                   # the input's side (default 112)
+//! [experiments.schedules.paper]  # replaces the run's settings under `paper`
+//! epochs = 51
+//! batch_size = 10
+//! lr = 1e-3
+//! lr_decay = 0.1
+//! lr_step = 10
+//! eval_every = 10
+//! optimizer = "sgd"
+//! momentum = 0.9
+//! weight_decay = 5e-4
+//! [experiments.schedules.quick]
+//! epochs_fraction = 0.125      # of the run's epochs (a slow model)
+//!
 //! [[tables]]
 //! id = "table4"
 //! title = "Table 4"

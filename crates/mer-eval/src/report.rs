@@ -440,7 +440,7 @@ fn table2_md(t: &crate::config::TableSpec, summaries: &[ExperimentSummary]) -> S
         };
         let mark = if 2 * e.schedule.epochs < most {
             short.push(format!(
-                "{} trained {} epochs, the table's most-trained model {most}",
+                "{} trained {} epoch(s), the table's most-trained model {most}",
                 r.label, e.schedule.epochs
             ));
             " †"
@@ -448,9 +448,9 @@ fn table2_md(t: &crate::config::TableSpec, summaries: &[ExperimentSummary]) -> S
             ""
         };
         let cost = format!(
-            "{} | {:.2}M | {} | {}",
+            "{} | {} | {} | {}",
             thousands(e.params as u64),
-            e.macs as f64 / 1e6,
+            mer_model::baselines::torchstat_format(e.macs as f64, 1000.0),
             e.mem_rw_mib.map_or(String::new(), |m| format!("{m:.2}MB")),
             e.schedule.epochs
         );

@@ -43,7 +43,7 @@ mod off_apexnet;
 mod ststnet;
 mod summary;
 
-pub use summary::{TorchstatRow, TorchstatSummary};
+pub use summary::{torchstat_format, TorchstatRow, TorchstatSummary};
 
 use dual_inception::DualInception;
 use macnn::Macnn;
