@@ -202,6 +202,11 @@ impl Conv2d {
         &self.weight
     }
 
+    /// The bias `[out]`, if the layer has one.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
     fn dims(&self) -> (usize, usize, usize) {
         let d = self.weight.dims();
         (d[0], d[1], d[2])

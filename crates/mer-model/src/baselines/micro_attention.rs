@@ -65,9 +65,15 @@ impl MaBlock {
         let b = self.convl_2.forward(&a, f.train)?;
         let m = self.convm.forward(x)?;
         let s = (&b + &m)?;
-        let r = self.convr.forward(&Tensor::cat(&[&a, &b, &m], 1)?)?;
-        let (n, _, h, w) = r.dims4()?;
-        let e = r.mean_keepdim(1)?.reshape((n, h * w))?;
+        let (n, _, h, w) = s.dims4()?;
+        let e = if crate::kernels::usable(x) && !crate::kernels::disabled() {
+            self.channel_mean_of_convr(&a, &b, &m)?
+        } else {
+            self.convr
+                .forward(&Tensor::cat(&[&a, &b, &m], 1)?)?
+                .mean_keepdim(1)?
+        }
+        .reshape((n, h * w))?;
         let wts = softmax_rows(&e)?;
         f.tap(&format!("{tag}_softmax"), &wts);
         let wts = wts.reshape((n, 1, h, w))?;
@@ -81,6 +87,37 @@ impl MaBlock {
 /// `softmax_last_dim` has no backward pass: the attention would get no gradient). The row
 /// maximum is subtracted first, as PyTorch does; it is detached, since the softmax does not
 /// depend on the shift.
+impl MaBlock {
+    /// The channel mean of `convr([a, b, m])`, `[N, 1, H, W]`, computed as what it equals:
+    /// `sum_j wbar_j [a, b, m]_j + mean(bias)` with `wbar` the column means of `convr`'s
+    /// weight, three 1x1 convolutions to one channel (one per part, so the concatenation is
+    /// never built). A third of the model's multiply-adds are in `convr` otherwise. The
+    /// gradient reaches every row of the weight through the mean (each row gets the same
+    /// one, as through the full layer); equal to the full layer up to summation order
+    /// (compared with it in the tests and with the reference outputs).
+    fn channel_mean_of_convr(&self, a: &Tensor, b: &Tensor, m: &Tensor) -> Result<Tensor> {
+        let wr = self.convr.weight();
+        let c3 = wr.dim(0)?;
+        let o = c3 / 3;
+        let wbar = wr.sum_keepdim(0)?.affine(1.0 / c3 as f64, 0.0)?;
+        let part = |t: &Tensor, k: usize| -> Result<Tensor> {
+            Ok(crate::kernels::conv2d(
+                t,
+                &wbar.narrow(1, k * o, o)?,
+                None,
+                1,
+                0,
+                false,
+            )?)
+        };
+        let e = ((part(a, 0)? + part(b, 1)?)? + part(m, 2)?)?;
+        match self.convr.bias() {
+            Some(bias) => Ok(e.broadcast_add(&bias.mean_all()?)?),
+            None => Ok(e),
+        }
+    }
+}
+
 fn softmax_rows(e: &Tensor) -> Result<Tensor> {
     let shifted = e.broadcast_sub(&e.max_keepdim(1)?.detach())?;
     let ex = shifted.exp()?;

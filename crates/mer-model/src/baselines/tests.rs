@@ -765,3 +765,50 @@ fn large_models_blocks_gradients_match_finite_differences() {
         (y * &r).unwrap().sum_all().unwrap()
     });
 }
+
+/// Micro-Attention's block computes the channel mean of `convr` as three 1x1
+/// convolutions with the weight's column means: the same output and gradients (every
+/// parameter's, the `convr` weight's rows and bias included) as the full layer followed by
+/// the mean, which the plain path computes (f64, to rounding).
+#[test]
+fn micro_attention_channel_mean_of_convr_equals_the_full_layer() {
+    use crate::layers::Ctx;
+    let dev = Device::Cpu;
+    let vm = candle_nn::VarMap::new();
+    let ctx = Ctx::new(VarBuilder::from_varmap(&vm, DType::F64, &dev));
+    let block = super::micro_attention::MaBlock::new(&ctx.pp("ma"), 3, 4).unwrap();
+    let entries = ctx.reg.entries();
+    fill_fixed(&entries);
+    let x = (fixed(2100, &[2, 3, 8, 8], 10.0) * 3.0).unwrap();
+    let r = fixed(2101, &[2, 4, 8, 8], 10.0);
+    let run = || {
+        let mut f = Fwd {
+            train: true,
+            stages: None,
+            rng: None,
+        };
+        let y = block.forward(&x, &mut f, "ma").unwrap();
+        let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut out = vec![("output".to_string(), y)];
+        for e in &entries {
+            if let crate::layers::Entry::Param { name, tensor } = e {
+                let g = grads
+                    .get(tensor)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("no gradient for {name}"));
+                out.push((name.clone(), g));
+            }
+        }
+        out
+    };
+    let fast = run();
+    let plain = crate::with_plain_ops(run);
+    for ((name, a), (_, b)) in fast.iter().zip(&plain) {
+        let scale = abs_max(b).max(1e-12);
+        let d = max_abs_diff(a, b);
+        assert!(
+            d <= 1e-10 * scale.max(1.0),
+            "{name}: differs by {d} (scale {scale})"
+        );
+    }
+}
