@@ -33,8 +33,9 @@ pub struct IndexArgs {
     /// (SMIC-HS, CASME II, SAMM with MEGC's 3-class rules).
     #[arg(long, default_value = "offtanet")]
     pub benchmark: mer_data::megc::Benchmark,
-    /// How SMIC's apex (not annotated) is chosen: `middle` (the middle frame).
-    #[arg(long, default_value = "middle", value_parser = ["middle"])]
+    /// How SMIC's apex (not annotated) is chosen: `middle` (the middle frame) or `spotted`
+    /// (the frame of largest mean optical strain from the onset; `mer_data::spot`).
+    #[arg(long, default_value = "middle", value_parser = ["middle", "spotted"])]
     pub smic_apex: String,
     /// Index the raw frames (`CASME2_RAW_selected/`, `rawpic/`) instead of the cropped faces.
     #[arg(long)]
@@ -114,7 +115,7 @@ pub fn index(a: IndexArgs) -> Result<()> {
         &a.root,
         a.benchmark,
         &opts,
-        mer_data::megc::SmicApex::Middle,
+        a.smic_apex.parse().map_err(anyhow::Error::msg)?,
     )?;
     for s in &idx.sources {
         println!(

@@ -54,9 +54,14 @@ pub struct AblationArgs {
     pub results: PathBuf,
     /// The benchmark: `offtanet` (CASME, CAS(ME)^2, CASME II; the default) or `megc2019`
     /// (SMIC-HS, CASME II and SAMM with MEGC's rules; without --data on the synthetic
-    /// database `<synth-dir>-megc`, which adds SMIC and SAMM). SMIC's apex is its middle frame.
+    /// database `<synth-dir>-megc`, which adds SMIC and SAMM).
     #[arg(long, default_value = "offtanet")]
     pub benchmark: mer_data::megc::Benchmark,
+    /// How SMIC's apex (not annotated) is chosen: `middle` (the middle frame, the default)
+    /// or `spotted` (the frame of largest mean optical strain from the onset; see
+    /// `mer_data::spot`).
+    #[arg(long, default_value = "middle", value_parser = ["middle", "spotted"])]
+    pub smic_apex: String,
     /// The feature cache.
     #[arg(long, default_value_os_t = project_root().join("data").join("features"))]
     pub cache: PathBuf,
@@ -262,6 +267,7 @@ fn options(a: &AblationArgs) -> Result<AblationOptions> {
         run_name,
         only: a.only.clone(),
         benchmark: a.benchmark,
+        smic_apex: a.smic_apex.parse().map_err(anyhow::Error::msg)?,
         parallelism: a.parallel,
         threads,
         stop_after_cells: a.stop_after_cells,

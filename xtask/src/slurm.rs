@@ -48,6 +48,14 @@ fn task_command(
         "--benchmark",
         mer_eval::runner::benchmark_name(o.benchmark).into(),
     );
+    push(
+        "--smic-apex",
+        match o.smic_apex {
+            mer_data::megc::SmicApex::Middle => "middle",
+            mer_data::megc::SmicApex::Spotted => "spotted",
+        }
+        .into(),
+    );
     push("--schedule", o.schedule.clone());
     if let Some(e) = o.epochs {
         push("--epochs", e.to_string());

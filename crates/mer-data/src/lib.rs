@@ -57,6 +57,7 @@ pub mod list;
 pub mod megc;
 pub mod preprocess;
 mod sheet;
+pub mod spot;
 pub mod synth;
 #[cfg(test)]
 mod testutil;

@@ -227,6 +227,21 @@ pub enum SmicApex {
     /// frame on disk before it where the counter has a gap. Reproducible.
     #[default]
     Middle,
+    /// Spotted from the flow ([`crate::spot::spot_apex`]): the frame between onset and
+    /// offset whose TV-L1 flow from the onset (at 112 x 112) has the largest mean optical
+    /// strain. Computes one flow per frame of every clip.
+    Spotted,
+}
+
+impl std::str::FromStr for SmicApex {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "middle" => Ok(SmicApex::Middle),
+            "spotted" => Ok(SmicApex::Spotted),
+            _ => Err(format!("SMIC apex rule `{s}`: expected middle or spotted")),
+        }
+    }
 }
 
 /// Indexes the HS part of the original SMIC release: `HS/s<n>/micro/<emotion>/<clip>/`
@@ -323,22 +338,7 @@ pub fn index_smic(hs: &Path, apex: SmicApex) -> Result<Index> {
                     ));
                     continue;
                 }
-                let apex_n = match apex {
-                    SmicApex::Middle => {
-                        let target = onset + (offset - onset) / 2;
-                        let below = *frames
-                            .range(..=target)
-                            .next_back()
-                            .expect("onset <= target")
-                            .0;
-                        if below == onset {
-                            // A gap right after the onset: the next frame on disk.
-                            *frames.range(onset + 1..).next().expect("offset > onset").0
-                        } else {
-                            below
-                        }
-                    }
-                };
+                let apex_n = smic_apex_frame(apex, &frames, onset, offset)?;
                 let onset_path = onset_path.clone();
                 let apex_path = frames[&apex_n].clone();
                 idx.samples.push(IndexedSample {
@@ -362,6 +362,207 @@ pub fn index_smic(hs: &Path, apex: SmicApex) -> Result<Index> {
         layout: Layout::Native,
         annotation: hs.to_path_buf(),
         frames: Some(hs.to_path_buf()),
+    });
+    idx.samples.sort_by_cached_key(|s| s.meta.key());
+    Ok(idx)
+}
+
+/// SMIC's apex frame between `onset` and `offset` (both in `frames`) by `rule`.
+fn smic_apex_frame(
+    rule: SmicApex,
+    frames: &std::collections::BTreeMap<u32, PathBuf>,
+    onset: u32,
+    offset: u32,
+) -> Result<u32> {
+    Ok(match rule {
+        SmicApex::Middle => {
+            let target = onset + (offset - onset) / 2;
+            let below = frames
+                .range(onset..=target)
+                .next_back()
+                .map_or(onset, |(n, _)| *n);
+            if below == onset {
+                // A gap right after the onset: the next frame on disk.
+                frames
+                    .range(onset + 1..=offset)
+                    .next()
+                    .map_or(offset, |(n, _)| *n)
+            } else {
+                below
+            }
+        }
+        SmicApex::Spotted => {
+            let clip: Vec<(u32, PathBuf)> = frames
+                .range(onset..=offset)
+                .map(|(n, p)| (*n, p.clone()))
+                .collect();
+            crate::spot::spot_apex(
+                &clip,
+                crate::preprocess::FEATURE_SIZE,
+                mer_flow::strain::StrainFormula::Paper,
+            )?
+            .apex
+        }
+    })
+}
+
+/// The frame folder of the SMIC-HS-E release for its workbook: `SMIC-HS-E/` beside the
+/// workbook (or its folder's parent), with or without an `HS/` level, or the workbook's
+/// own folder when it holds the subject folders (`s01`, ...).
+fn smic_e_frames(workbook: &Path) -> Option<PathBuf> {
+    let base = find_beside(workbook, &["SMIC-HS-E", "SMIC-HS-E_raw", "HS_long"]).or_else(|| {
+        let dir = workbook.parent()?;
+        dir.join("s01").is_dir().then(|| dir.to_path_buf())
+    })?;
+    for cand in [base.join("SMIC-HS-E"), base.join("HS"), base.clone()] {
+        if std::fs::read_dir(&cand).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with('s') && n[1..].parse::<u32>().is_ok() && e.path().is_dir()
+            })
+        }) {
+            return Some(cand);
+        }
+    }
+    None
+}
+
+/// Indexes the SMIC-HS-E release (long clips): the workbook
+/// `SMIC-HS-E_annotation*.xlsx` (sheet `HS`, header in row 1: `Subject` (a number),
+/// `Filename` (`s20_ne_01`), `OnsetF`, `OffsetF`, ..., `Emotion`; both the original and the
+/// later column layout, found by name) with frames `SMIC-HS-E/[HS/]s01/s1_ne_01/image<N>.jpg`
+/// (subject folders zero-padded, clip folders not, N the camera counter, parsed). Rows end
+/// at the first without a subject. The label comes from the clip name's tag (`s18_sur_03`'s
+/// `Emotion` cell says negative; MEGC, the folder and the name say surprise), the `Emotion`
+/// cell only where the name has none; onset and offset from the workbook, checked against
+/// the frames on disk (`s1_ne_03`'s `LastF` is before its `OffsetF`), the apex by `apex`.
+/// Text in columns not read (`FirstF` = `MISSING <-426679`) does not matter.
+pub fn index_smic_e(workbook: &Path, apex: SmicApex) -> Result<Index> {
+    const DS: Dataset = Dataset::Smic;
+    let sheets = read_workbook(workbook)?;
+    let sheet = sheets
+        .iter()
+        .find(|s| s.name.eq_ignore_ascii_case("HS"))
+        .or_else(|| sheets.first())
+        .ok_or_else(|| Error::Invalid(format!("{}: no sheet", workbook.display())))?;
+    let (header, cols) = sheet.header_columns(&[
+        &["Subject"],
+        &["Filename"],
+        &["OnsetF", "Onset"],
+        &["OffsetF", "Offset"],
+        &["Emotion"],
+    ])?;
+    let root = smic_e_frames(workbook);
+    let mut idx = Index::default();
+    for r in header + 1..sheet.rows.len() {
+        let cell = |c: usize| sheet.cell(r, cols[c]);
+        if cell(0).is_empty() {
+            break; // valueless rows at the end of the used range
+        }
+        let clip = cell(1).text();
+        let subject = match cell(0).text().trim_start_matches('s').parse::<u32>() {
+            Ok(n) => format!("s{n:02}"),
+            Err(_) => {
+                idx.dropped.push(drop_row(
+                    DS,
+                    cell(0).text(),
+                    &clip,
+                    format!("{}: subject cell is `{}`", sheet.at(r), cell(0).text()),
+                ));
+                continue;
+            }
+        };
+        let sample = clip.clone();
+        let parsed = (|| {
+            let class = clip
+                .split('_')
+                .nth(1)
+                .and_then(smic_class)
+                .or_else(|| smic_class(cell(4).text().trim()))
+                .ok_or_else(|| {
+                    format!(
+                        "neither the name `{clip}` nor the emotion cell `{}` is negative, positive or surprise",
+                        cell(4).text()
+                    )
+                })?;
+            let onset = frame(cell(2), "onset")?;
+            let offset = frame(cell(3), "offset")?;
+            Ok::<_, String>((class, onset, offset))
+        })();
+        let (class, onset, offset) = match parsed {
+            Ok(v) => v,
+            Err(e) => {
+                idx.dropped.push(drop_row(
+                    DS,
+                    &subject,
+                    &sample,
+                    format!("{e} ({})", sheet.at(r)),
+                ));
+                continue;
+            }
+        };
+        let Some(root) = &root else {
+            idx.dropped.push(drop_row(
+                DS,
+                &subject,
+                &sample,
+                format!("no SMIC-HS-E frame folder beside {}", workbook.display()),
+            ));
+            continue;
+        };
+        let sub_dir = [
+            subject.clone(),
+            format!("s{}", &subject[1..].trim_start_matches('0')),
+        ]
+        .into_iter()
+        .map(|s| root.join(s))
+        .find(|d| d.is_dir());
+        let dir = match sub_dir.map(|d| d.join(&clip)) {
+            Some(d) if d.is_dir() => d,
+            other => {
+                idx.dropped.push(drop_row(
+                    DS,
+                    &subject,
+                    &sample,
+                    format!(
+                        "no frame folder: {}",
+                        other
+                            .unwrap_or_else(|| root.join(&subject).join(&clip))
+                            .display()
+                    ),
+                ));
+                continue;
+            }
+        };
+        let frames = scan_frames(&dir, "image")?;
+        let apex_n = if offset > onset && frames.contains_key(&onset) {
+            smic_apex_frame(apex, &frames, onset, offset)?
+        } else {
+            onset
+        };
+        let meta = SampleMeta {
+            dataset: DS,
+            subject: subject.clone(),
+            sample: sample.clone(),
+            onset,
+            apex: apex_n,
+            class,
+        };
+        match check_frames(meta, offset, &dir, &frames, "image<N>.jpg") {
+            Ok(s) => idx.samples.push(s),
+            Err(e) => idx.dropped.push(drop_row(
+                DS,
+                &subject,
+                &sample,
+                format!("{e} ({})", sheet.at(r)),
+            )),
+        }
+    }
+    idx.sources.push(Source {
+        dataset: DS,
+        layout: Layout::Native,
+        annotation: workbook.to_path_buf(),
+        frames: root,
     });
     idx.samples.sort_by_cached_key(|s| s.meta.key());
     Ok(idx)
@@ -395,11 +596,33 @@ pub struct FoundMegc {
     pub smic_hs: Vec<PathBuf>,
     /// SAMM FACS-codes workbooks.
     pub samm: Vec<PathBuf>,
+    /// SMIC-HS-E workbooks (`SMIC-HS-E_annotation*.xlsx`), used where no original `HS`
+    /// release is found (the E release lacks 5 to 7 of the 164 clips MEGC needs).
+    pub smic_e: Vec<PathBuf>,
+}
+
+impl FoundMegc {
+    /// Indexes the SMIC found: the original release's `HS` folders, else the SMIC-HS-E
+    /// workbooks.
+    pub fn index_smic(&self, apex: SmicApex) -> Result<Index> {
+        let mut idx = Index::default();
+        if self.smic_hs.is_empty() {
+            for p in &self.smic_e {
+                idx.merge(index_smic_e(p, apex)?);
+            }
+        } else {
+            for p in &self.smic_hs {
+                idx.merge(index_smic(p, apex)?);
+            }
+        }
+        Ok(idx)
+    }
 }
 
 /// Finds SMIC-HS and SAMM under `root` (5 levels deep): an `HS` folder inside a folder whose
 /// name starts with `SMIC` and holds `s<n>/micro/`; a workbook named
-/// `SAMM*Micro_FACS_Codes*.xlsx`. Of `SMIC_all_cropped` and `SMIC_all_raw` side by side,
+/// `SMIC-HS-E_annotation*.xlsx` (the E release; of `_orig` and the later one, the later);
+/// a workbook named `SAMM*Micro_FACS_Codes*.xlsx`. Of `SMIC_all_cropped` and `SMIC_all_raw` side by side,
 /// the cropped one is taken.
 pub fn discover_megc(root: &Path) -> Result<FoundMegc> {
     let mut found = FoundMegc::default();
@@ -438,11 +661,23 @@ pub fn discover_megc(root: &Path) -> Result<FoundMegc> {
                 && !name.starts_with("~$")
             {
                 found.samm.push(p);
+            } else if lower.starts_with("smic-hs-e_annotation")
+                && lower.ends_with(".xlsx")
+                && !name.starts_with("~$")
+            {
+                found.smic_e.push(p);
             }
         }
     }
     found.smic_hs.sort();
     found.samm.sort();
+    found.smic_e.sort();
+    // Two versions of the E workbook side by side (`_orig` and the later one): the later.
+    if found.smic_e.len() > 1 {
+        found
+            .smic_e
+            .retain(|p| !p.to_string_lossy().to_lowercase().contains("_orig"));
+    }
     // Cropped beside raw: keep the cropped copy of each release folder.
     let cropped: Vec<PathBuf> = found
         .smic_hs
@@ -470,7 +705,11 @@ pub fn index_benchmark(
         Benchmark::Megc2019 => {
             let casme = crate::index::discover(root)?;
             let megc = discover_megc(root)?;
-            if casme.casme2.is_empty() && megc.smic_hs.is_empty() && megc.samm.is_empty() {
+            if casme.casme2.is_empty()
+                && megc.smic_hs.is_empty()
+                && megc.smic_e.is_empty()
+                && megc.samm.is_empty()
+            {
                 return Err(Error::NoDatabase {
                     root: root.to_path_buf(),
                 });
@@ -479,9 +718,7 @@ pub fn index_benchmark(
             for p in &casme.casme2 {
                 idx.merge(crate::index::index_casme2(p, opts.source)?);
             }
-            for p in &megc.smic_hs {
-                idx.merge(index_smic(p, smic_apex)?);
-            }
+            idx.merge(megc.index_smic(smic_apex)?);
             for p in &megc.samm {
                 idx.merge(index_samm(p)?);
             }
@@ -510,9 +747,7 @@ pub fn index_datasets(
     {
         let megc = discover_megc(root)?;
         if datasets.contains(&Dataset::Smic) {
-            for p in &megc.smic_hs {
-                idx.merge(index_smic(p, SmicApex::Middle)?);
-            }
+            idx.merge(megc.index_smic(SmicApex::Middle)?);
         }
         if datasets.contains(&Dataset::Samm) {
             for p in &megc.samm {

@@ -498,3 +498,73 @@ fn megc2019_benchmark_under_one_root() {
         .iter()
         .all(|s| Dataset::ALL.contains(&s.meta.dataset)));
 }
+
+/// The SMIC-E release (`fixtures/smic-e`, openpyxl + OpenCV): the workbook's later layout
+/// found by column names, labels from the clip names (s18_sur_03's Emotion cell says
+/// negative), onset and offset checked on disk (s1_ne_03's offset is past its last frame),
+/// a clip without a folder, the text FirstF ignored, rows out of subject order, the middle
+/// apex; and found by the MEGC discovery where no original release is.
+#[test]
+fn smic_hs_e_release_by_openpyxl() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/smic-e");
+    let wb = root.join("SMIC-E_raw image/HS_long/SMIC-HS-E_annotation.xlsx");
+    let idx = mer_data::megc::index_smic_e(&wb, mer_data::megc::SmicApex::Middle)
+        .unwrap_or_else(|e| panic!("{e}"));
+    use Class::*;
+    let s = Dataset::Smic;
+    assert_eq!(
+        idx.list(),
+        vec![
+            meta(s, "s03", "s3_ne_20", 426679, 426681, Negative),
+            meta(s, "s18", "s18_sur_03", 1695782, 1695784, Surprise),
+            meta(s, "s20", "s20_ne_01", 17581041, 17581043, Negative),
+        ]
+    );
+    assert_eq!(
+        idx.samples[2].apex_path.file_name().unwrap(),
+        "image17581043.jpg"
+    );
+    let d = drops(&idx);
+    assert_eq!(d.len(), 2, "{d:#?}");
+    assert_eq!((d[0].1.as_str(), d[0].2.as_str()), ("s01", "s1_ne_03"));
+    assert!(d[0].3.contains("offset frame 76508 missing"), "{d:?}");
+    assert!(d[0].3.contains("row 4"), "{d:?}");
+    assert_eq!((d[1].1.as_str(), d[1].2.as_str()), ("s02", "s2_po_04"));
+    assert!(d[1].3.contains("no frame folder"), "{d:?}");
+
+    let found = mer_data::megc::discover_megc(&root).unwrap();
+    assert!(found.smic_hs.is_empty(), "{found:?}");
+    assert_eq!(found.smic_e, vec![wb]);
+    let via = mer_data::megc::index_benchmark(
+        &root,
+        mer_data::megc::Benchmark::Megc2019,
+        &Default::default(),
+        mer_data::megc::SmicApex::Middle,
+    )
+    .unwrap();
+    assert_eq!(via.list(), idx.list());
+}
+
+/// `--smic-apex spotted` on the SMIC-E fixture: each apex is the frame of largest mean
+/// strain between onset and offset, as `spot_apex` says on the clip's frames.
+#[test]
+fn smic_e_apex_spotted_from_the_flow() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/smic-e");
+    let wb = root.join("SMIC-E_raw image/HS_long/SMIC-HS-E_annotation.xlsx");
+    let idx = mer_data::megc::index_smic_e(&wb, mer_data::megc::SmicApex::Spotted)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(idx.samples.len(), 3);
+    for s in &idx.samples {
+        let frames: Vec<(u32, PathBuf)> = mer_data::index::scan_frames(&s.dir, "image")
+            .unwrap()
+            .into_iter()
+            .filter(|(n, _)| (s.meta.onset..).contains(n))
+            .collect();
+        let offset = s.meta.onset + 4;
+        let clip: Vec<(u32, PathBuf)> = frames.into_iter().filter(|(n, _)| *n <= offset).collect();
+        let spotted =
+            mer_data::spot::spot_apex(&clip, 112, mer_flow::strain::StrainFormula::Paper).unwrap();
+        assert_eq!(s.meta.apex, spotted.apex, "{}", s.meta.sample);
+        assert!(s.meta.apex > s.meta.onset && s.meta.apex <= offset);
+    }
+}

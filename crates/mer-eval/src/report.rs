@@ -525,22 +525,22 @@ const MEGC_PUBLISHED: [(&str, [f64; 8], &str); 4] = [
     (
         "Off-ApexNet (published)",
         [0.7196, 0.7096, 0.6817, 0.6695, 0.8764, 0.8681, 0.5409, 0.5392],
-        "Gan et al., Off-ApexNet; composite results as tabulated in See et al., MEGC 2019 - The Second Facial Micro-Expressions Grand Challenge (FG 2019)",
+        "See et al., MEGC 2019 - The Second Facial Micro-Expressions Grand Challenge (FG 2019), composite table (checked here only against its 2-decimal reprint, Guo et al., arXiv 1907.09160, Table X)",
     ),
     (
         "Dual-Inception (published)",
         [0.7322, 0.7278, 0.6645, 0.6726, 0.8621, 0.8560, 0.5868, 0.5663],
-        "Zhou et al., Dual-Inception (FG 2019); as tabulated in See et al., MEGC 2019 (FG 2019)",
+        "Zhou et al., Dual-Inception (FG 2019): Full UF1/UAR in its abstract; per database as in See et al., MEGC 2019 (FG 2019), checked against the 2-decimal reprint in arXiv 1907.09160, Table X",
     ),
     (
         "STSTNet (published)",
         [0.7353, 0.7605, 0.6801, 0.7013, 0.8382, 0.8686, 0.6588, 0.6810],
-        "Liong et al., STSTNet, FG 2019 (arXiv 1902.03634), Table III",
+        "Liong et al., STSTNet, FG 2019 (arXiv 1902.03634: Full UF1/UAR and the UARs in its abstracts); all eight recomputed from the authors' prediction log (github.com/christy1206/STSTNet, STSTNet_logfile.txt)",
     ),
     (
         "HTNet (published)",
         [0.8603, 0.8475, 0.8049, 0.7905, 0.9532, 0.9516, 0.8131, 0.8124],
-        "Wang et al., HTNet, arXiv 2307.14637, the composite table",
+        "Wang et al., HTNet (arXiv 2307.14637), its composite table as reprinted in github.com/Arksuzuran/HypHTNet (README); the official README shows it as an image",
     ),
 ];
 

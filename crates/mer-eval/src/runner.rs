@@ -190,6 +190,8 @@ pub struct AblationOptions {
     pub only: Vec<String>,
     /// The benchmark: which databases under the data folder, with which rules.
     pub benchmark: Benchmark,
+    /// How SMIC's apex is chosen (the MEGC 2019 benchmark).
+    pub smic_apex: SmicApex,
     /// How cells share the cores.
     pub parallelism: Parallelism,
     /// Cores to use.
@@ -501,7 +503,7 @@ pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
         &root,
         opts.benchmark,
         &IndexOptions::default(),
-        SmicApex::Middle,
+        opts.smic_apex,
     )?;
     if !index.dropped.is_empty() {
         tracing::info!(

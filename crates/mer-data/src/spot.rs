@@ -1,0 +1,143 @@
+//! Apex spotting: for clips without an annotated apex (SMIC, a user's own clip).
+//!
+//! The rule: compute the TV-L1 flow (OpenCV's defaults) from the onset frame to every later
+//! frame of the clip, each preprocessed as the features are (colour read, bicubic resize to
+//! `size` x `size`, gray), all pairs at once on the rayon pool; score each frame by the mean
+//! optical-strain magnitude of its flow over the image (the frames are face crops), and take
+//! the frame with the largest score (the first of equal ones). The score is the feature the
+//! model sees: the apex is where the deformation from the onset is strongest. The field's
+//! methods differ (STSTNet's D&C-RoIs on LBP differences, CapsuleNet's landmark cells, the
+//! middle frame); this one needs nothing beyond the pipeline's own flow.
+
+use std::path::PathBuf;
+
+use mer_flow::strain::{optical_strain, StrainFormula};
+use mer_flow::{GrayImage, TvL1, TvL1Params};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::preprocess::load_gray;
+use crate::{Error, Result};
+
+/// The spotted apex and the score of every frame after the onset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Spotted {
+    /// The apex frame number.
+    pub apex: u32,
+    /// `(frame number, mean strain magnitude of the flow onset -> frame)`, in frame order.
+    pub scores: Vec<(u32, f64)>,
+}
+
+/// Spots the apex of a clip: `frames` are `(frame number, path)` in order, the first the
+/// onset; at least two. See the module documentation for the rule.
+pub fn spot_apex(
+    frames: &[(u32, PathBuf)],
+    size: usize,
+    formula: StrainFormula,
+) -> Result<Spotted> {
+    if frames.len() < 2 {
+        return Err(Error::Invalid(format!(
+            "apex spotting needs the onset and at least one later frame, found {} frame(s){}",
+            frames.len(),
+            frames
+                .first()
+                .map_or(String::new(), |f| format!(" ({})", f.1.display()))
+        )));
+    }
+    let grays: Vec<GrayImage> = frames
+        .par_iter()
+        .map(|(_, p)| {
+            let g = load_gray(p, size)?;
+            GrayImage::from_u8(size, size, &g).map_err(|error| Error::Flow {
+                context: format!("frame {}", p.display()),
+                error,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let tvl1 = TvL1::new(TvL1Params::default()).map_err(|error| Error::Flow {
+        context: "TV-L1 parameters".into(),
+        error,
+    })?;
+    let pairs: Vec<(&GrayImage, &GrayImage)> = grays[1..].iter().map(|g| (&grays[0], g)).collect();
+    let flows = tvl1.compute_batch(&pairs);
+    let mut scores = Vec::with_capacity(flows.len());
+    for ((n, p), flow) in frames[1..].iter().zip(flows) {
+        let flow = flow.map_err(|error| Error::Flow {
+            context: format!("flow of {} -> {}", frames[0].1.display(), p.display()),
+            error,
+        })?;
+        let strain = optical_strain(&flow, formula);
+        let mean = strain.iter().map(|&s| s as f64).sum::<f64>() / strain.len().max(1) as f64;
+        scores.push((*n, mean));
+    }
+    let apex = scores
+        .iter()
+        .fold(None::<(u32, f64)>, |best, &(n, s)| match best {
+            Some((_, b)) if b >= s => best,
+            _ => Some((n, s)),
+        })
+        .map(|(n, _)| n)
+        .expect("at least one frame after the onset");
+    Ok(Spotted { apex, scores })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opencv::core::{Mat, Scalar, Size, CV_8UC3};
+
+    /// A clip whose deformation rises and falls (an ellipse on a textured face-like
+    /// background stretching to its widest at frame 7 of 0..12, then relaxing): the spotted
+    /// apex is within one frame of the peak.
+    #[test]
+    fn spots_the_peak_of_a_rising_and_falling_motion() {
+        let dir = tempfile::tempdir().unwrap();
+        let peak = 7i32;
+        let mut frames = Vec::new();
+        for k in 0..12i32 {
+            let stretch = (6 - (k - peak).abs()).max(0) as f64; // 0 at the ends, 6 at the peak
+            let mut img =
+                Mat::new_rows_cols_with_default(96, 96, CV_8UC3, Scalar::all(90.0)).unwrap();
+            for y in (0..96).step_by(8) {
+                opencv::imgproc::line(
+                    &mut img,
+                    opencv::core::Point::new(0, y),
+                    opencv::core::Point::new(95, y + 4),
+                    Scalar::all(140.0),
+                    1,
+                    opencv::imgproc::LINE_AA,
+                    0,
+                )
+                .unwrap();
+            }
+            opencv::imgproc::ellipse(
+                &mut img,
+                opencv::core::Point::new(48, 50),
+                Size::new(14 + stretch as i32, 9),
+                0.0,
+                0.0,
+                360.0,
+                Scalar::new(220.0, 200.0, 180.0, 0.0),
+                -1,
+                opencv::imgproc::LINE_AA,
+                0,
+            )
+            .unwrap();
+            let p = dir.path().join(format!("img{k}.png"));
+            opencv::imgcodecs::imwrite(p.to_str().unwrap(), &img, &opencv::core::Vector::new())
+                .unwrap();
+            frames.push((100 + k as u32, p));
+        }
+        let s = spot_apex(&frames, 112, StrainFormula::Paper).unwrap();
+        assert_eq!(s.scores.len(), 11);
+        let want = 100 + peak as u32;
+        assert!(
+            s.apex.abs_diff(want) <= 1,
+            "spotted {} for a peak at {want}: {:?}",
+            s.apex,
+            s.scores
+        );
+        let e = spot_apex(&frames[..1], 112, StrainFormula::Paper).unwrap_err();
+        assert!(e.to_string().contains("at least one later frame"), "{e}");
+    }
+}
