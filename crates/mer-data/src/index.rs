@@ -167,7 +167,7 @@ pub fn casme_sq_class(emotion: &str) -> Result<Class, String> {
 // ---------------------------------------------------------------------------------------
 // Frames on disk
 
-fn is_image_ext(ext: &str) -> bool {
+pub(crate) fn is_image_ext(ext: &str) -> bool {
     matches!(
         ext.to_ascii_lowercase().as_str(),
         "jpg" | "jpeg" | "png" | "bmp"

@@ -16,7 +16,6 @@ use mer_flow::{GrayImage, TvL1, TvL1Params};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::preprocess::load_gray;
 use crate::{Error, Result};
 
 /// The spotted apex and the score of every frame after the onset.
@@ -35,6 +34,16 @@ pub fn spot_apex(
     size: usize,
     formula: StrainFormula,
 ) -> Result<Spotted> {
+    spot_apex_in(frames, size, formula, None)
+}
+
+/// [`spot_apex`] over a face box of the frames (the same box in every frame).
+pub fn spot_apex_in(
+    frames: &[(u32, PathBuf)],
+    size: usize,
+    formula: StrainFormula,
+    face: Option<crate::clip::FaceBox>,
+) -> Result<Spotted> {
     if frames.len() < 2 {
         return Err(Error::Invalid(format!(
             "apex spotting needs the onset and at least one later frame, found {} frame(s){}",
@@ -47,7 +56,7 @@ pub fn spot_apex(
     let grays: Vec<GrayImage> = frames
         .par_iter()
         .map(|(_, p)| {
-            let g = load_gray(p, size)?;
+            let g = crate::clip::gray_of(p, size, face)?;
             GrayImage::from_u8(size, size, &g).map_err(|error| Error::Flow {
                 context: format!("frame {}", p.display()),
                 error,

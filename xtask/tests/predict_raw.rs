@@ -1,0 +1,204 @@
+//! `cargo xtask predict` on raw frames: the onset/apex pair path against the feature path
+//! (exact to the reference code), a folder of frames with the apex spotted, and the face
+//! detection's error on frames without a face.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{ok, xtask};
+use mer_model::candle_core::{Device, Tensor};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("xtask-predict-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The released weights, or `None` (printing why) where the reference data is absent;
+/// under `CI=true` absence is a failure.
+fn released_weights() -> Option<PathBuf> {
+    let p = mer_model::reference_dir().join("LOSO1_60epoch.pth");
+    if p.is_file() {
+        return Some(p);
+    }
+    let msg = format!("reference weights {} not found", p.display());
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{msg} (CI=true)"
+    );
+    eprintln!("skipping: {msg} (set MER_REFERENCE_DIR)");
+    None
+}
+
+/// `predict --onset A --apex B --face none --strain-formula reference` equals the feature
+/// pipeline (`mer_data::features::compute_features`, exact to the reference code) followed
+/// by `predict --features`, within 1e-4, with the released weights.
+#[test]
+fn raw_pair_equals_the_feature_path() {
+    let Some(weights) = released_weights() else {
+        return;
+    };
+    let dir = scratch("pair");
+    let clip = fixtures().join("db/casme2/Cropped/sub01/EP02_01f");
+    let (onset, apex) = (clip.join("reg_img46.jpg"), clip.join("reg_img59.jpg"));
+    let cfg = mer_data::features::FeatureConfig {
+        strain: mer_flow::strain::StrainFormula::Reference,
+        ..Default::default()
+    };
+    let tvl1 = mer_flow::TvL1::new(cfg.tvl1.clone()).unwrap();
+    let f = mer_data::features::compute_features(&onset, &apex, &cfg, &tvl1, None).unwrap();
+    let x = Tensor::from_vec(
+        f.input(mer_data::features::InputKind::Flow3),
+        (1, 3, 112, 112),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let feats = dir.join("x.npy");
+    mer_model::npy::write_tensor(&feats, &x).unwrap();
+    let (a, b, json) = (dir.join("a.npy"), dir.join("b.npy"), dir.join("p.json"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    ok(
+        &xtask(&[
+            "predict",
+            "--weights",
+            &s(&weights),
+            "--features",
+            &s(&feats),
+            "--out",
+            &s(&a),
+        ]),
+        "predict --features",
+    );
+    let out = ok(
+        &xtask(&[
+            "predict",
+            "--weights",
+            &s(&weights),
+            "--onset",
+            &s(&onset),
+            "--apex",
+            &s(&apex),
+            "--face",
+            "none",
+            "--strain-formula",
+            "reference",
+            "--out",
+            &s(&b),
+            "--json",
+            &s(&json),
+        ]),
+        "predict --onset --apex",
+    );
+    let read = |p: &Path| {
+        mer_model::npy::read_tensor(p, &Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let (la, lb) = (read(&a), read(&b));
+    assert_eq!(la.len(), 3);
+    for (x, y) in la.iter().zip(&lb) {
+        assert!((x - y).abs() <= 1e-4, "logits {la:?} vs {lb:?}");
+    }
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let p = &j["predictions"][0];
+    let class = p["class"].as_str().unwrap();
+    assert!(out.contains(class), "{out}");
+    let total: f64 = ["negative", "positive", "surprise"]
+        .iter()
+        .map(|k| p["probabilities"][k].as_f64().unwrap())
+        .sum();
+    assert!((total - 1.0).abs() < 1e-5, "{j}");
+    assert_eq!(j["apex_spotted"], serde_json::json!(false));
+    assert!(j["face_box"].is_null(), "{j}");
+}
+
+/// A folder of frames without `--apex`: the apex is spotted between onset and offset (as
+/// `mer_data::spot` says), reported in the JSON with the score curve; a missing onset frame
+/// and a frame without a face are errors that say what to do.
+#[test]
+fn frames_folder_spots_the_apex_and_errors_name_the_problem() {
+    let dir = scratch("frames");
+    let clip = fixtures().join("smic-e/SMIC-E_raw image/HS_long/SMIC-HS-E/s20/s20_ne_01");
+    let weights = dir.join("w.safetensors");
+    mer_model::OffTaNet::random(&mer_model::ModelConfig::default(), &Device::Cpu)
+        .unwrap()
+        .save_safetensors(&weights)
+        .unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let json = dir.join("p.json");
+    ok(
+        &xtask(&[
+            "predict",
+            "--weights",
+            &s(&weights),
+            "--frames",
+            &s(&clip),
+            "--onset",
+            "17581041",
+            "--offset",
+            "17581045",
+            "--face",
+            "none",
+            "--json",
+            &s(&json),
+        ]),
+        "predict --frames",
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let frames: Vec<(u32, PathBuf)> = (17581041..=17581045)
+        .map(|n| (n, clip.join(format!("image{n}.jpg"))))
+        .collect();
+    let want =
+        mer_data::spot::spot_apex(&frames, 112, mer_flow::strain::StrainFormula::Paper).unwrap();
+    assert_eq!(j["apex_spotted"], serde_json::json!(true), "{j}");
+    assert_eq!(j["apex"], serde_json::json!(want.apex), "{j}");
+    assert_eq!(j["onset"], serde_json::json!(17581041));
+    assert_eq!(j["spotting_scores"].as_array().unwrap().len(), 4, "{j}");
+
+    let out = xtask(&[
+        "predict",
+        "--weights",
+        &s(&weights),
+        "--frames",
+        &s(&clip),
+        "--onset",
+        "17581000",
+        "--face",
+        "none",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("onset frame 17581000: no file numbered 17581000"),
+        "{err}"
+    );
+
+    let out = xtask(&[
+        "predict",
+        "--weights",
+        &s(&weights),
+        "--frames",
+        &s(&clip),
+        "--onset",
+        "17581041",
+        "--apex",
+        "17581043",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no face found") && err.contains("--face none"),
+        "{err}"
+    );
+}
