@@ -509,3 +509,133 @@ pub fn attention(a: AttentionArgs) -> Result<()> {
     );
     Ok(())
 }
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// The experiment (a name of the experiments file: `ta`, a baseline, ...).
+    #[arg(long, default_value = "ta")]
+    pub experiment: String,
+    /// Write the weights here (safetensors; a `.json` record of what they were trained on
+    /// is written beside them).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Real databases under this folder instead of the embedded synthetic database.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The paper's schedule instead of the default `quick` one.
+    #[arg(long)]
+    pub full: bool,
+    /// Train exactly this many epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// The seed (default: the experiments file's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The experiments file.
+    #[arg(long, default_value_os_t = default_experiments_file(&project_root()))]
+    pub config: PathBuf,
+    /// The benchmark whose databases to train on.
+    #[arg(long, default_value = "offtanet")]
+    pub benchmark: mer_data::megc::Benchmark,
+    /// The feature cache.
+    #[arg(long, default_value_os_t = project_root().join("data").join("features"))]
+    pub cache: PathBuf,
+    /// Where the synthetic database is (generated there if absent).
+    #[arg(long, default_value_os_t = project_root().join("data").join("synthetic"))]
+    pub synth_dir: PathBuf,
+    /// Cores to use (default: all).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `cargo xtask train`: one model of an experiment on every subject (for deployment).
+pub fn train(a: TrainArgs) -> Result<()> {
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
+    let data = match &a.data {
+        Some(d) => {
+            if !d.is_dir() {
+                bail!("--data {}: not a folder", d.display());
+            }
+            DataSource::Root(d.canonicalize().with_context(|| d.display().to_string())?)
+        }
+        None => DataSource::Synthetic(a.synth_dir.clone()),
+    };
+    // The data, features and settings as the runner prepares them, in a scratch run folder.
+    let scratch = std::env::temp_dir().join(format!("xtask-train-{}", std::process::id()));
+    let opts = AblationOptions {
+        experiments_file: a.config.clone(),
+        schedule: if a.full { "paper" } else { "quick" }.into(),
+        epochs: a.epochs,
+        budget_secs: None,
+        seeds: a.seed.into_iter().collect(),
+        shard: None,
+        data,
+        cache_dir: a.cache.clone(),
+        results_dir: scratch.clone(),
+        run_name: "deploy".into(),
+        only: vec![a.experiment.clone()],
+        benchmark: a.benchmark,
+        smic_apex: Default::default(),
+        parallelism: Parallelism::Serial,
+        threads,
+        stop_after_cells: None,
+        progress: Progress::log(),
+        provenance: provenance(),
+    };
+    let prepared = mer_eval::runner::prepare(&opts);
+    let result = prepared.and_then(|p| {
+        let seed = p.seeds[0];
+        let epochs = p
+            .experiments
+            .first()
+            .map_or(0, |e| e.schedule(&p.settings.schedule).epochs);
+        let bar = if a.no_progress {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(epochs as u64).with_style(
+                ProgressStyle::with_template("{msg} [{bar:30}] epoch {pos}/{len} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            )
+        };
+        bar.set_message(format!("{} on {} samples", a.experiment, p.samples.len()));
+        let on_epoch = |_e: usize| bar.inc(1);
+        let r = mer_eval::runner::train_deployable(
+            &p,
+            &a.experiment,
+            seed,
+            &opts.provenance,
+            &on_epoch,
+        );
+        bar.finish_and_clear();
+        r
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (net, record) = result?;
+    mer_common::fs::write_atomic_with(&a.out, |tmp: &Path| -> anyhow::Result<()> {
+        Ok(net.save_safetensors(tmp)?)
+    })
+    .with_context(|| format!("writing {}", a.out.display()))?;
+    let json = a.out.with_extension("json");
+    mer_common::fs::write_atomic(&json, serde_json::to_string_pretty(&record)?.as_bytes())
+        .with_context(|| format!("writing {}", json.display()))?;
+    println!(
+        "{}: {} epochs on all {} samples in {:.1} s (last epoch's loss {:.4}); weights {}, record {}",
+        a.experiment,
+        record.schedule.epochs,
+        record.samples,
+        record.seconds,
+        record.train_loss.last().copied().unwrap_or(f32::NAN),
+        a.out.display(),
+        json.display()
+    );
+    Ok(())
+}

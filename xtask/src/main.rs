@@ -40,6 +40,9 @@ enum Cmd {
     Ablation(Box<eval::AblationArgs>),
     /// The report of a run folder from its finished cells (after shards or Slurm jobs).
     Report(eval::ReportArgs),
+    /// One model of an experiment trained on every subject (for deployment; the LOSO
+    /// folds of `ablation` exist to measure).
+    Train(Box<eval::TrainArgs>),
     /// UAR / UF1 of a predictions CSV (`fold,truth,pred`).
     Metrics(eval::MetricsArgs),
     /// Attention maps (Fig. 5) and their sparseness (Table 5) of a finished run.
@@ -61,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Features(a) => data::features(a).map(|()| std::process::ExitCode::SUCCESS),
         Cmd::Ablation(a) => eval::ablation(*a).map(|()| std::process::ExitCode::SUCCESS),
         Cmd::Report(a) => eval::report(a).map(|()| std::process::ExitCode::SUCCESS),
+        Cmd::Train(a) => eval::train(*a).map(|()| std::process::ExitCode::SUCCESS),
         Cmd::Metrics(a) => eval::metrics(a).map(|()| std::process::ExitCode::SUCCESS),
         Cmd::Attention(a) => eval::attention(a).map(|()| std::process::ExitCode::SUCCESS),
         Cmd::Bench(c) => bench::run(c).map(|()| std::process::ExitCode::SUCCESS),

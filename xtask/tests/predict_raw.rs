@@ -202,3 +202,62 @@ fn frames_folder_spots_the_apex_and_errors_name_the_problem() {
         "{err}"
     );
 }
+
+/// `train` one model on every subject of the tiny database, then `predict --weights` with it
+/// on a raw pair: the weights load, and the record says what they were trained on.
+#[test]
+fn train_then_predict_round_trip() {
+    let dir = common::setup();
+    let out_dir = scratch("train");
+    let weights = out_dir.join("ta.safetensors");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let paper = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/paper.toml");
+    let text = ok(
+        &xtask(&[
+            "train",
+            "--experiment",
+            "ta",
+            "--data",
+            &s(&dir.join("db")),
+            "--config",
+            &s(&paper),
+            "--cache",
+            &s(&out_dir.join("cache")),
+            "--epochs",
+            "2",
+            "--out",
+            &s(&weights),
+            "--no-progress",
+        ]),
+        "train",
+    );
+    assert!(text.contains("ta: 2 epochs on all 12 samples"), "{text}");
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("ta.json")).unwrap()).unwrap();
+    assert_eq!(rec["samples"], serde_json::json!(12));
+    assert_eq!(rec["schedule"]["epochs"], serde_json::json!(2));
+    assert_eq!(rec["train_loss"].as_array().unwrap().len(), 2);
+    assert!(
+        rec["list_hash"].as_str().is_some_and(|h| h.len() == 16),
+        "{rec}"
+    );
+    let clip = fixtures().join("db/casme2/Cropped/sub01/EP02_01f");
+    let text = ok(
+        &xtask(&[
+            "predict",
+            "--weights",
+            &s(&weights),
+            "--onset",
+            &s(&clip.join("reg_img46.jpg")),
+            "--apex",
+            &s(&clip.join("reg_img59.jpg")),
+            "--face",
+            "none",
+        ]),
+        "predict with the trained weights",
+    );
+    assert!(
+        text.contains("negative") && text.lines().count() >= 2,
+        "{text}"
+    );
+}

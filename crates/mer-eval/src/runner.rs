@@ -947,6 +947,90 @@ pub fn train_cells(
     Ok(trained)
 }
 
+/// What [`train_deployable`] trained.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployRecord {
+    /// The experiment.
+    pub experiment: ExperimentSpec,
+    /// Its schedule in this run.
+    pub schedule: Schedule,
+    /// The seed.
+    pub seed: u64,
+    /// Samples trained on (every subject).
+    pub samples: usize,
+    /// Hash of the sample list (as in `run.json`).
+    pub list_hash: String,
+    /// The data folder.
+    pub data_root: PathBuf,
+    /// Mean training loss of every epoch.
+    pub train_loss: Vec<f32>,
+    /// Wall time (seconds).
+    pub seconds: f64,
+    /// Source commit and command line.
+    pub provenance: Provenance,
+}
+
+/// Trains one model of experiment `name` on every sample of the prepared data (no subject
+/// held out: the LOSO folds exist to measure; a deployed model uses every subject), with
+/// the experiment's schedule and the same seeded initialisation, batch order and dropout
+/// as a cell (stream 0). `on_epoch(e)` after each epoch.
+pub fn train_deployable(
+    p: &Prepared,
+    name: &str,
+    seed: u64,
+    provenance: &Provenance,
+    on_epoch: &(dyn Fn(usize) + Sync),
+) -> Result<(mer_model::Net, DeployRecord)> {
+    let e = p
+        .experiments
+        .iter()
+        .find(|e| e.name == name)
+        .ok_or_else(|| Error::Invalid(format!("unknown experiment `{name}`")))?;
+    let sch = e.schedule(&p.settings.schedule);
+    let (k, size) = (e.input_kind()?, e.input_size());
+    let data = feature_cache(&p.cache_dir, size).load(&p.samples, k)?;
+    let x = Tensor::from_vec(
+        data,
+        (p.samples.len(), k.channels(), size, size),
+        &Device::Cpu,
+    )?;
+    let labels: Vec<usize> = p.samples.iter().map(|s| s.class.index()).collect();
+    let ids = sample_ids(&p.samples);
+    let all = Fold {
+        number: 0,
+        dataset: "all".into(),
+        subject: "all".into(),
+        train: (0..p.samples.len()).collect(),
+        test: Vec::new(),
+    };
+    let job = FoldJob {
+        experiment: &e.name,
+        fingerprint: "deploy",
+        model: e.model_spec(sch.dropout)?,
+        schedule: &sch,
+        seed,
+        fold: &all,
+        x: &x,
+        labels: &labels,
+        ids: &ids,
+    };
+    let (rec, net) = train_fold(&job, on_epoch)?;
+    Ok((
+        net,
+        DeployRecord {
+            experiment: e.clone(),
+            schedule: sch,
+            seed,
+            samples: p.samples.len(),
+            list_hash: p.settings.list_hash.clone(),
+            data_root: p.root.clone(),
+            train_loss: rec.train_loss,
+            seconds: rec.seconds,
+            provenance: provenance.clone(),
+        },
+    ))
+}
+
 /// Runs the ablation experiments (or one shard of them): see the module documentation.
 pub fn run_ablation(opts: &AblationOptions) -> Result<RunOutcome> {
     let p = prepare(opts)?;

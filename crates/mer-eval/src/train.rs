@@ -187,7 +187,7 @@ pub fn train_fold(job: &FoldJob, on_epoch: &(dyn Fn(usize) + Sync)) -> Result<(F
             count += batch.len();
         }
         train_loss.push((sum / count.max(1) as f64) as f32);
-        if observe.contains(&epoch) {
+        if observe.contains(&epoch) && !truth.is_empty() {
             let pred = predict(trainer.model(), &x_test)?;
             let sc = scores(&truth, &pred);
             observations.push(Observation {
