@@ -412,18 +412,9 @@ fn table2_md(t: &crate::config::TableSpec, summaries: &[ExperimentSummary]) -> S
         .filter_map(|(_, e)| e.map(|e| e.schedule.epochs))
         .max()
         .unwrap_or(0);
-    let mut s = format!(
-        "### {}
-
-",
-        t.title
-    );
-    s.push_str("| Model | UAR | UF1 | UAR (paper protocol) | UF1 (paper protocol) | Params | Flops | MemR+W | Epochs | Paper UAR | Paper UF1 | Paper Params | Paper Flops | Paper MemR+W |
-");
-    s.push_str(
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
-",
-    );
+    let mut s = format!("### {}\n\n", t.title);
+    s.push_str("| Model | UAR | UF1 | UAR (paper protocol) | UF1 (paper protocol) | Params | Flops | MemR+W | Epochs | Paper UAR | Paper UF1 | Paper Params | Paper Flops | Paper MemR+W |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let mut short = Vec::new();
     for (r, e) in &rows {
         let paper = format!(
@@ -1046,7 +1037,16 @@ pub fn write_report(folder: &RunFolder, provenance: &Provenance) -> Result<Repor
     md.push_str(" (the paper protocol takes the epoch with the best mean per fold).\n\n");
     let done: Vec<&ExperimentSummary> =
         summaries.iter().filter(|s| s.aggregate.is_some()).collect();
-    if let Some(first) = done.first().and_then(|s| s.aggregate.as_ref()) {
+    // Rows: every epoch any experiment observed (their schedules may differ); a cell is
+    // empty where that experiment did not observe the epoch.
+    let mut epochs: Vec<usize> = done
+        .iter()
+        .filter_map(|s| s.aggregate.as_ref())
+        .flat_map(|a| a.curve.iter().map(|c| c.epoch))
+        .collect();
+    epochs.sort_unstable();
+    epochs.dedup();
+    if !done.is_empty() {
         writeln!(
             md,
             "| epoch | {} |",
@@ -1057,27 +1057,30 @@ pub fn write_report(folder: &RunFolder, provenance: &Provenance) -> Result<Repor
         )
         .ok();
         writeln!(md, "|---:|{}", "---:|".repeat(done.len())).ok();
-        for (i, e) in first.curve.iter().enumerate() {
+        for epoch in &epochs {
             let cells: Vec<String> = done
                 .iter()
                 .map(|s| {
                     let a = s.aggregate.as_ref().expect("filtered");
-                    a.curve.get(i).map_or(String::new(), |c| {
-                        if a.seeds.len() > 1 {
-                            format!(
-                                "{:.3} ± {:.3} / {:.3} ± {:.3}",
-                                c.pooled_uar.mean,
-                                c.pooled_uar.sd,
-                                c.fold_mean_uar.mean,
-                                c.fold_mean_uar.sd
-                            )
-                        } else {
-                            format!("{:.3} / {:.3}", c.pooled_uar.mean, c.fold_mean_uar.mean)
-                        }
-                    })
+                    a.curve
+                        .iter()
+                        .find(|c| c.epoch == *epoch)
+                        .map_or(String::new(), |c| {
+                            if a.seeds.len() > 1 {
+                                format!(
+                                    "{:.3} ± {:.3} / {:.3} ± {:.3}",
+                                    c.pooled_uar.mean,
+                                    c.pooled_uar.sd,
+                                    c.fold_mean_uar.mean,
+                                    c.fold_mean_uar.sd
+                                )
+                            } else {
+                                format!("{:.3} / {:.3}", c.pooled_uar.mean, c.fold_mean_uar.mean)
+                            }
+                        })
                 })
                 .collect();
-            writeln!(md, "| {} | {} |", e.epoch, cells.join(" | ")).ok();
+            writeln!(md, "| {epoch} | {} |", cells.join(" | ")).ok();
         }
         md.push('\n');
     }
