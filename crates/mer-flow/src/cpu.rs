@@ -2,7 +2,10 @@
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx512() -> bool {
-    std::env::var_os("MER_FLOW_NO_AVX512").is_none() && is_x86_feature_detected!("avx512f")
+    // The environment is read once (a `getenv` per dispatched call was measurable).
+    static NO_AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    !*NO_AVX512.get_or_init(|| std::env::var_os("MER_FLOW_NO_AVX512").is_some())
+        && is_x86_feature_detected!("avx512f")
 }
 
 #[cfg(target_arch = "x86_64")]

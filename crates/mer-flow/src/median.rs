@@ -216,6 +216,51 @@ pub(crate) fn median_rows(
     }
 }
 
+/// Filters `u` (`w` x `h`) in place. Each source row is copied once, padded, into a ring
+/// of `k` rows (`ring`: scratch) before any output row overwrites it: row `j` is loaded
+/// when output row `j - k/2` is computed and is last read by output row `j + k/2`, so
+/// the ring's slot `j % k` is free again when row `j + k` arrives.
+pub(crate) fn median_in_place(u: &mut [f32], w: usize, h: usize, k: usize, ring: &mut Vec<f32>) {
+    let r = k / 2;
+    let pw = w + 2 * r;
+    ring.resize(pw * k, 0.0);
+    let load = |ring: &mut [f32], u: &[f32], j: usize| {
+        let s = &u[j * w..(j + 1) * w];
+        let p = &mut ring[(j % k) * pw..(j % k + 1) * pw];
+        p[r..r + w].copy_from_slice(s);
+        for i in 0..r {
+            p[i] = s[0];
+            p[r + w + i] = s[w - 1];
+        }
+    };
+    let mut loaded = 0; // rows 0..loaded are (or were) in the ring
+    for y in 0..h {
+        let last = (y + r).min(h - 1);
+        while loaded <= last {
+            load(ring, u, loaded);
+            loaded += 1;
+        }
+        let slot = |i: usize| {
+            let j = (y + i).saturating_sub(r).min(h - 1);
+            (j % k) * pw
+        };
+        let out = &mut u[y * w..(y + 1) * w];
+        if k == 5 {
+            let rows: [&[f32]; 5] = std::array::from_fn(|i| &ring[slot(i)..slot(i) + pw]);
+            median5_row(&rows, out);
+        } else {
+            let rows: [&[f32]; 3] = std::array::from_fn(|i| &ring[slot(i)..slot(i) + pw]);
+            for (x, o) in out.iter_mut().enumerate() {
+                let mut p = [0f32; 9];
+                for i in 0..3 {
+                    p[i * 3..i * 3 + 3].copy_from_slice(&rows[i][x..x + 3]);
+                }
+                *o = med9(&mut p);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +327,26 @@ mod tests {
             let mut out = vec![0f32; w];
             median5_row(&rows, &mut out);
             assert_eq!(out, expect, "dispatch w={w}");
+        }
+    }
+
+    #[test]
+    fn in_place_equals_copying() {
+        let mut seed = 5;
+        for (w, h, k) in [
+            (37, 5, 5),
+            (16, 16, 5),
+            (9, 23, 3),
+            (20, 2, 5),
+            (1, 7, 5),
+            (8, 1, 3),
+        ] {
+            let src: Vec<f32> = (0..w * h).map(|_| lcg(&mut seed)).collect();
+            let mut expect = vec![0.0; w * h];
+            median_rows(&src, w, h, k, 0, h, &mut expect, &mut Vec::new());
+            let mut got = src.clone();
+            median_in_place(&mut got, w, h, k, &mut Vec::new());
+            assert_eq!(got, expect, "{w}x{h} k={k}");
         }
     }
 

@@ -48,9 +48,6 @@ pub fn warp(
     let packed: Vec<[f32; 4]> = (0..n).map(|i| [i1[i], i1x[i], i1y[i], 0.0]).collect();
     let win = remap::WarpIn {
         packed: &packed,
-        i1,
-        i1x,
-        i1y,
         i0,
         u1,
         u2,

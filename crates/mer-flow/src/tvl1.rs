@@ -9,7 +9,7 @@
 
 use crate::image::{Flow, GrayImage};
 use crate::kernels;
-use crate::median::median_rows;
+use crate::median::{median_in_place, median_rows};
 use crate::remap;
 use crate::resize::{dst_size, resize_linear, Scale};
 use crate::{Error, Result};
@@ -392,6 +392,8 @@ impl TvL1 {
             taut: (p.tau / p.theta) as f32,
             gamma: p.gamma as f32,
         };
+        // Every value of these is written before it is read: only their length matters
+        // (no zeroing of what they held at the previous level).
         for b in [
             &mut sc.i1x,
             &mut sc.i1y,
@@ -400,9 +402,7 @@ impl TvL1 {
             &mut sc.grad,
             &mut sc.rho,
             &mut sc.du,
-            &mut sc.tmp,
         ] {
-            b.clear();
             b.resize(n, 0.0);
         }
         let np = if use_gamma { 6 } else { 4 };
@@ -422,9 +422,6 @@ impl TvL1 {
             // |grad I1w|^2 and the constant part of rho.
             let win = remap::WarpIn {
                 packed: &sc.packed,
-                i1,
-                i1x: &sc.i1x,
-                i1y: &sc.i1y,
                 i0,
                 u1,
                 u2,
@@ -461,8 +458,13 @@ impl TvL1 {
                 n_outer += 1;
                 if p.median_filtering > 1 {
                     for comp in [&mut *u1, &mut *u2] {
-                        sc.tmp.copy_from_slice(comp);
-                        median_plane(&sc.tmp, w, h, p.median_filtering, comp, &mut sc.row, par);
+                        if par {
+                            sc.tmp.resize(n, 0.0);
+                            sc.tmp.copy_from_slice(comp);
+                            median_plane(&sc.tmp, w, h, p.median_filtering, comp);
+                        } else {
+                            median_in_place(comp, w, h, p.median_filtering, &mut sc.row);
+                        }
                     }
                 }
                 let mut n_inner = 0;
@@ -504,26 +506,15 @@ pub(crate) fn band_rows(h: usize) -> usize {
     h.div_ceil(4 * t).max(8)
 }
 
-fn median_plane(
-    src: &[f32],
-    w: usize,
-    h: usize,
-    k: usize,
-    dst: &mut [f32],
-    row: &mut Vec<f32>,
-    par: bool,
-) {
-    if par {
-        let rows = band_rows(h);
-        dst.par_chunks_mut(rows * w)
-            .enumerate()
-            .for_each_init(Vec::new, |pad, (b, d)| {
-                let y0 = b * rows;
-                median_rows(src, w, h, k, y0, y0 + d.len() / w, d, pad);
-            });
-    } else {
-        median_rows(src, w, h, k, 0, h, dst, row);
-    }
+/// The median filter of a plane over the rayon pool, in row bands (from a copy).
+fn median_plane(src: &[f32], w: usize, h: usize, k: usize, dst: &mut [f32]) {
+    let rows = band_rows(h);
+    dst.par_chunks_mut(rows * w)
+        .enumerate()
+        .for_each_init(Vec::new, |pad, (b, d)| {
+            let y0 = b * rows;
+            median_rows(src, w, h, k, y0, y0 + d.len() / w, d, pad);
+        });
 }
 
 /// OpenCV's `centeredGradient`: central differences, half one-sided ones at the border.
