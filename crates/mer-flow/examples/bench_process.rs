@@ -18,7 +18,9 @@
 //! both children run the same binary (same start-up, same dynamic libraries) and do the
 //! same work except the flow call. The driver checks that both sides print the same
 //! checksum (bit-identical flows) in every run, and prints a Markdown table: the medians
-//! of the whole-process times, their ratio, the median of the per-round ratios, the
+//! of the whole-process wall times, their ratio, the median of the per-round ratios, the
+//! medians of the children's CPU times (user + system, as each reports it from
+//! `/proc/self/stat` at its end: less sensitive to other load on a shared machine), the
 //! in-process flow-loop medians, and the load average before and after.
 
 #[path = "../tests/common/mod.rs"]
@@ -48,14 +50,22 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// FNV-1a over the bits of every value of every flow, in order.
+/// FNV-1a over the bits of every value of every flow, in order (one 32-bit word per step).
 fn fnv(hash: &mut u64, flow: &Flow) {
     for v in flow.data() {
-        for b in v.to_bits().to_le_bytes() {
-            *hash ^= u64::from(b);
-            *hash = hash.wrapping_mul(0x100000001b3);
-        }
+        *hash ^= u64::from(v.to_bits());
+        *hash = hash.wrapping_mul(0x100000001b3);
     }
+}
+
+/// This process's CPU time so far (user + system, from `/proc/self/stat`; 0 if unreadable).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn read_pairs(path: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -108,7 +118,11 @@ fn child(side: &str, input: &str) {
         }
         _ => panic!("--side ours|opencv"),
     }
-    println!("checksum={hash:016x} pairs={} flow_s={t:.6}", pairs.len());
+    println!(
+        "checksum={hash:016x} pairs={} flow_s={t:.6} cpu_s={:.2}",
+        pairs.len(),
+        cpu_seconds()
+    );
 }
 
 fn loadavg() -> String {
@@ -117,8 +131,9 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-/// Runs one child; returns (whole-process seconds, checksum, in-process flow seconds).
-fn run(exe: &std::path::Path, side: &str, input: &str) -> (f64, String, f64) {
+/// Runs one child; returns (whole-process seconds, checksum, in-process flow seconds, the
+/// child's CPU seconds).
+fn run(exe: &std::path::Path, side: &str, input: &str) -> (f64, String, f64, f64) {
     let t0 = Instant::now();
     let out = Command::new(exe)
         .args(["--side", side, "--input", input])
@@ -133,7 +148,12 @@ fn run(exe: &std::path::Path, side: &str, input: &str) -> (f64, String, f64) {
             .unwrap_or_else(|| panic!("{side}: no {k} in {s}"))
             .to_string()
     };
-    (wall, field("checksum="), field("flow_s=").parse().unwrap())
+    (
+        wall,
+        field("checksum="),
+        field("flow_s=").parse().unwrap(),
+        field("cpu_s=").parse().unwrap(),
+    )
 }
 
 fn main() {
@@ -162,6 +182,7 @@ fn main() {
     let load_before = loadavg();
     let (mut wo, mut wc, mut fo, mut fc, mut ratios) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut co, mut cc) = (Vec::new(), Vec::new());
     let mut checksum: Option<String> = None;
     for r in 0..=rounds {
         let order: [&str; 2] = if r % 2 == 0 {
@@ -169,18 +190,25 @@ fn main() {
         } else {
             ["opencv", "ours"]
         };
-        let mut got = [(0.0, String::new(), 0.0), (0.0, String::new(), 0.0)];
+        let mut got = [
+            (0.0, String::new(), 0.0, 0.0),
+            (0.0, String::new(), 0.0, 0.0),
+        ];
         for side in order {
             let res = run(&exe, side, &input);
             got[usize::from(side == "opencv")] = res;
         }
-        let [(w_o, c_o, f_o), (w_c, c_c, f_c)] = got;
+        let [(w_o, c_o, f_o, u_o), (w_c, c_c, f_c, u_c)] = got;
         assert_eq!(c_o, c_c, "round {r}: flows differ (checksums)");
         if let Some(c) = &checksum {
             assert_eq!(c, &c_o, "round {r}: checksum changed between runs");
         }
         checksum = Some(c_o);
-        eprintln!("round {r}: ours {w_o:.3} s (flow {f_o:.3}), OpenCV {w_c:.3} s (flow {f_c:.3}), ratio {:.2}", w_c / w_o);
+        eprintln!(
+            "round {r}: ours {w_o:.3} s (flow {f_o:.3}, CPU {u_o:.2}), \
+             OpenCV {w_c:.3} s (flow {f_c:.3}, CPU {u_c:.2}), ratio {:.2}",
+            w_c / w_o
+        );
         if r == 0 {
             continue; // warm-up
         }
@@ -188,19 +216,23 @@ fn main() {
         wc.push(w_c);
         fo.push(f_o);
         fc.push(f_c);
+        co.push(u_o);
+        cc.push(u_c);
         ratios.push(w_c / w_o);
     }
     let _ = std::fs::remove_file(&path);
     let (mo, mc) = (median(&mut wo), median(&mut wc));
     let (mfo, mfc) = (median(&mut fo), median(&mut fc));
+    let (mco, mcc) = (median(&mut co), median(&mut cc));
     println!(
-        "| workload | rounds | ours, whole process (s) | OpenCV, whole process (s) | OpenCV / ours | median per-round ratio | flow loops ours / OpenCV (s) | checksum (both) | load avg before / after |"
+        "| workload | rounds | ours, whole process (s) | OpenCV, whole process (s) | OpenCV / ours | median per-round ratio | CPU ours / OpenCV (s) | flow loops ours / OpenCV (s) | checksum (both) | load avg before / after |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {n} pairs 112x112, 1 thread | {rounds} | {mo:.3} | {mc:.3} | {:.2}x | {:.2}x | {mfo:.3} / {mfc:.3} ({:.2}x) | {} | {load_before} / {} |",
+        "| {n} pairs 112x112, 1 thread | {rounds} | {mo:.3} | {mc:.3} | {:.2}x | {:.2}x | {mco:.2} / {mcc:.2} ({:.2}x) | {mfo:.3} / {mfc:.3} ({:.2}x) | {} | {load_before} / {} |",
         mc / mo,
         median(&mut ratios),
+        mcc / mco,
         mfc / mfo,
         checksum.unwrap(),
         loadavg()

@@ -162,6 +162,59 @@ fn interior3(img: &[[f32; 4]], base: usize, w: usize, k: &[f32; 16]) -> [f32; 4]
     }
 }
 
+/// The quantised taps of row `y` (as [`tap`]) into `sx`, `sy` and the table index `wi`.
+/// On x86_64, four pixels at a time: `cvtps2dq` rounds half to even and gives `i32::MIN`
+/// for NaN and out-of-range values, exactly `cvRound`; the clamp to `i16` is a saturating
+/// pack.
+#[inline(always)]
+fn taps_row(u1: &[f32], u2: &[f32], y: usize, sx: &mut [i32], sy: &mut [i32], wi: &mut [i32]) {
+    let w = u1.len();
+    let (u2, sx, sy, wi) = (&u2[..w], &mut sx[..w], &mut sy[..w], &mut wi[..w]);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of the x86_64 baseline; every access is inside the slices
+        // (x + 4 <= w).
+        unsafe {
+            let yv = _mm_set1_ps(y as f32);
+            let step = _mm_setr_ps(0.0, 1.0, 2.0, 3.0);
+            let tab = _mm_set1_ps(TAB as f32);
+            let mask = _mm_set1_epi32(TAB as i32 - 1);
+            let one = _mm_set1_epi32(1);
+            let clamp16 = |v: __m128i| {
+                let p = _mm_packs_epi32(v, v);
+                _mm_srai_epi32::<16>(_mm_unpacklo_epi16(p, p))
+            };
+            while done + 4 <= w {
+                let x = done;
+                let xs = _mm_add_ps(_mm_set1_ps(x as f32), step);
+                let mx = _mm_add_ps(xs, _mm_loadu_ps(u1.as_ptr().add(x)));
+                let my = _mm_add_ps(yv, _mm_loadu_ps(u2.as_ptr().add(x)));
+                let ix = _mm_cvtps_epi32(_mm_mul_ps(mx, tab));
+                let iy = _mm_cvtps_epi32(_mm_mul_ps(my, tab));
+                let wv = _mm_add_epi32(
+                    _mm_slli_epi32::<5>(_mm_and_si128(iy, mask)),
+                    _mm_and_si128(ix, mask),
+                );
+                let sxv = _mm_sub_epi32(clamp16(_mm_srai_epi32::<5>(ix)), one);
+                let syv = _mm_sub_epi32(clamp16(_mm_srai_epi32::<5>(iy)), one);
+                _mm_storeu_si128(sx.as_mut_ptr().add(x).cast(), sxv);
+                _mm_storeu_si128(sy.as_mut_ptr().add(x).cast(), syv);
+                _mm_storeu_si128(wi.as_mut_ptr().add(x).cast(), wv);
+                done += 4;
+            }
+        }
+    }
+    let yf = y as f32;
+    for x in done..w {
+        let t = tap(x as f32 + u1[x], yf + u2[x]);
+        sx[x] = t.sx;
+        sy[x] = t.sy;
+        wi[x] = i32::from(t.w);
+    }
+}
+
 /// The sums of a tap that is not wholly inside the image, for the three interleaved planes
 /// at once: as [`sample`] does per plane (OpenCV's border branch with a zero border value:
 /// the taps inside the image added one by one from zero, row by row).
@@ -247,21 +300,24 @@ fn warp_rows_generic(
     let tab = table();
     let rows = i1wx.len() / w;
     let (wu, hu) = ((w as u32).saturating_sub(3), (h as u32).saturating_sub(3));
-    let mut taps = vec![Tap::default(); w];
+    let mut sxs = vec![0i32; w];
+    let mut sys = vec![0i32; w];
+    let mut wis = vec![0i32; w];
     let mut vw = vec![0f32; w];
     for r in 0..rows {
         let y = y0 + r;
         let o = y * w;
         let (u1, u2, i0) = (&a.u1[o..o + w], &a.u2[o..o + w], &a.i0[o..o + w]);
         // Pass 1 (vectorised): quantised taps of the row.
-        let yf = y as f32;
-        for (x, t) in taps.iter_mut().enumerate() {
-            *t = tap(x as f32 + u1[x], yf + u2[x]);
-        }
+        taps_row(u1, u2, y, &mut sxs, &mut sys, &mut wis);
         // Pass 2: the 4x4 sums, three planes at once.
         let (ox, oy) = (&mut i1wx[r * w..(r + 1) * w], &mut i1wy[r * w..(r + 1) * w]);
         for x in 0..w {
-            let t = taps[x];
+            let t = Tap {
+                sx: sxs[x],
+                sy: sys[x],
+                w: wis[x] as u16,
+            };
             let v = if (t.sx as u32) < wu && (t.sy as u32) < hu {
                 interior3(
                     a.packed,
@@ -339,6 +395,47 @@ mod tests {
                     let expect = sample(src, w, h, t, table());
                     assert_eq!(got[l].to_bits(), expect.to_bits(), "{mx} {my} plane {l}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn row_taps_equal_scalar_taps() {
+        let w = 23;
+        let specials = [
+            0.015625,
+            0.046875,
+            -0.015625,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            3e9,
+            -3e9,
+            1e6,
+            -1e6,
+            -0.0,
+            1023.984375,
+        ];
+        let mut seed = 9u32;
+        for y in [0usize, 5, 40] {
+            let mut u1 = vec![0f32; w];
+            let mut u2 = vec![0f32; w];
+            for x in 0..w {
+                seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                u1[x] = ((seed >> 8) as f32 / (1 << 24) as f32 - 0.5) * 9.0;
+                u2[x] = specials[(x + y) % specials.len()];
+            }
+            u1[3] = f32::NAN;
+            u1[7] = 4e9;
+            let (mut sx, mut sy, mut wi) = (vec![0; w], vec![0; w], vec![0; w]);
+            taps_row(&u1, &u2, y, &mut sx, &mut sy, &mut wi);
+            for x in 0..w {
+                let t = tap(x as f32 + u1[x], y as f32 + u2[x]);
+                assert_eq!(
+                    (sx[x], sy[x], wi[x]),
+                    (t.sx, t.sy, i32::from(t.w)),
+                    "x {x} y {y}"
+                );
             }
         }
     }
