@@ -66,6 +66,52 @@ macro_rules! med25_net {
     };
 }
 
+/// Comparator networks for two vertically adjacent 5x5 medians at once. Their windows
+/// share four rows (20 values). `shared_net!` brings the values of ranks 7..=12 of those 20
+/// to positions 7..=12, sorted: the 7 below are at or below the median of either window
+/// (13 of its 25 values are at least as large) and the 7 above at or above it, so each
+/// median is the median of those 6 and the window's own fifth row, 11 values, which
+/// `out_net!` leaves at position 5 (the 6 first, sorted). 84 + 2 x 19 comparators instead
+/// of 2 x 99. Both were pruned from Batcher's networks and checked on every 0-1 input (the
+/// 0-1 principle: they select by comparisons only); the tests compare them with sorting.
+macro_rules! shared_net {
+    ($p:ident, $min:expr, $max:expr) => {
+        net!($p, $min, $max;
+            (0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11), (12, 13), (14, 15), (16,
+            17), (18, 19), (0, 2), (1, 3), (4, 6), (5, 7), (8, 10), (9, 11), (12, 14),
+            (13, 15), (16, 18), (17, 19), (1, 2), (5, 6), (9, 10), (13, 14), (17, 18),
+            (0, 4), (1, 5), (2, 6), (3, 7), (8, 12), (9, 13), (10, 14), (11, 15), (2,
+            4), (3, 5), (10, 12), (11, 13), (1, 2), (3, 4), (5, 6), (9, 10), (11, 12),
+            (13, 14), (0, 8), (1, 9), (2, 10), (3, 11), (4, 12), (5, 13), (6, 14), (7,
+            15), (4, 8), (5, 9), (6, 10), (7, 11), (2, 4), (3, 5), (6, 8), (7, 9), (10,
+            12), (11, 13), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (3, 19), (8, 16),
+            (9, 17), (10, 18), (11, 19), (4, 8), (5, 9), (6, 10), (7, 11), (12, 16),
+            (13, 17), (6, 8), (7, 9), (10, 12), (11, 13), (7, 8), (9, 10), (11, 12))
+    };
+}
+
+macro_rules! out_net {
+    ($p:ident, $min:expr, $max:expr) => {
+        net!($p, $min, $max;
+            (6, 7), (9, 10), (8, 10), (8, 9), (7, 10), (6, 9), (6, 8), (7, 9), (7, 8),
+            (0, 6), (4, 10), (4, 6), (2, 8), (8, 6), (1, 7), (5, 7), (3, 9), (3, 5), (5,
+            8))
+    };
+}
+
+/// Applies comparators `(a, b)`: the smaller value to `a`, the larger to `b`.
+macro_rules! net {
+    ($p:ident, $min:expr, $max:expr; $(($a:expr, $b:expr)),*) => {
+        $(
+            {
+                let (x, y) = ($p[$a], $p[$b]);
+                $p[$a] = $min(x, y);
+                $p[$b] = $max(x, y);
+            }
+        )*
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use std::arch::x86_64::*;
@@ -100,6 +146,101 @@ mod simd {
         if x < w {
             // The tail as one overlapping block: the overlap is recomputed identically.
             block(w - L, out);
+        }
+        w
+    }
+
+    /// 5x5 medians of two rows (`rows[0..5]` and `rows[1..6]`), 16 pixels at a time
+    /// (AVX-512F; see `shared_net!`).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn median5_rows2_avx512(
+        rows: &[&[f32]; 6],
+        out0: &mut [f32],
+        out1: &mut [f32],
+    ) -> usize {
+        const L: usize = 16;
+        let w = out0.len();
+        if w < L {
+            return 0;
+        }
+        let block = |x: usize, out0: &mut [f32], out1: &mut [f32]| {
+            let mut s = [_mm512_setzero_ps(); 20];
+            for i in 0..4 {
+                let r = &rows[i + 1][x..x + 4 + L];
+                for j in 0..5 {
+                    // SAFETY: r holds at least j + 16 values.
+                    s[i * 5 + j] = unsafe { _mm512_loadu_ps(r.as_ptr().add(j)) };
+                }
+            }
+            shared_net!(s, |a, b| _mm512_min_ps(a, b), |a, b| _mm512_max_ps(a, b));
+            for (k, out) in [(0, out0), (5, out1)] {
+                let mut p = [_mm512_setzero_ps(); 11];
+                p[..6].copy_from_slice(&s[7..13]);
+                let r = &rows[k][x..x + 4 + L];
+                for j in 0..5 {
+                    // SAFETY: r holds at least j + 16 values.
+                    p[6 + j] = unsafe { _mm512_loadu_ps(r.as_ptr().add(j)) };
+                }
+                out_net!(p, |a, b| _mm512_min_ps(a, b), |a, b| _mm512_max_ps(a, b));
+                let o = &mut out[x..x + L];
+                // SAFETY: o holds 16 values.
+                unsafe { _mm512_storeu_ps(o.as_mut_ptr(), p[5]) };
+            }
+        };
+        let mut x = 0;
+        while x + L <= w {
+            block(x, out0, out1);
+            x += L;
+        }
+        if x < w {
+            block(w - L, out0, out1);
+        }
+        w
+    }
+
+    /// As [`median5_rows2_avx512`], 8 pixels at a time (AVX).
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn median5_rows2_avx2(
+        rows: &[&[f32]; 6],
+        out0: &mut [f32],
+        out1: &mut [f32],
+    ) -> usize {
+        const L: usize = 8;
+        let w = out0.len();
+        if w < L {
+            return 0;
+        }
+        let block = |x: usize, out0: &mut [f32], out1: &mut [f32]| {
+            let mut s = [_mm256_setzero_ps(); 20];
+            for i in 0..4 {
+                let r = &rows[i + 1][x..x + 4 + L];
+                for j in 0..5 {
+                    // SAFETY: r holds at least j + 8 values.
+                    s[i * 5 + j] = unsafe { _mm256_loadu_ps(r.as_ptr().add(j)) };
+                }
+            }
+            shared_net!(s, |a, b| _mm256_min_ps(a, b), |a, b| _mm256_max_ps(a, b));
+            for (k, out) in [(0, out0), (5, out1)] {
+                let mut p = [_mm256_setzero_ps(); 11];
+                p[..6].copy_from_slice(&s[7..13]);
+                let r = &rows[k][x..x + 4 + L];
+                for j in 0..5 {
+                    // SAFETY: r holds at least j + 8 values.
+                    p[6 + j] = unsafe { _mm256_loadu_ps(r.as_ptr().add(j)) };
+                }
+                out_net!(p, |a, b| _mm256_min_ps(a, b), |a, b| _mm256_max_ps(a, b));
+                let o = &mut out[x..x + L];
+                // SAFETY: o holds 8 values.
+                unsafe { _mm256_storeu_ps(o.as_mut_ptr(), p[5]) };
+            }
+        };
+        let mut x = 0;
+        while x + L <= w {
+            block(x, out0, out1);
+            x += L;
+        }
+        if x < w {
+            block(w - L, out0, out1);
         }
         w
     }
@@ -171,6 +312,43 @@ fn median5_row(rows: &[&[f32]; 5], out: &mut [f32]) {
     }
 }
 
+/// The medians of two rows at once: `out0` of the window `rows[0..5]`, `out1` of
+/// `rows[1..6]`.
+fn median5_rows2(rows: &[&[f32]; 6], out0: &mut [f32], out1: &mut [f32]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::cpu::has_avx512() {
+            // SAFETY: the CPU supports AVX-512F (checked at run time).
+            done = unsafe { simd::median5_rows2_avx512(rows, out0, out1) };
+        } else if crate::cpu::has_avx2() {
+            // SAFETY: the CPU supports AVX2 (checked at run time).
+            done = unsafe { simd::median5_rows2_avx2(rows, out0, out1) };
+        }
+    }
+    if done < out0.len() {
+        let (a, b): ([&[f32]; 5], [&[f32]; 5]) = (
+            std::array::from_fn(|i| rows[i]),
+            std::array::from_fn(|i| rows[i + 1]),
+        );
+        for (x, o) in out0.iter_mut().enumerate().skip(done) {
+            *o = med25_at(&a, x);
+        }
+        for (x, o) in out1.iter_mut().enumerate().skip(done) {
+            *o = med25_at(&b, x);
+        }
+    }
+}
+
+/// The scalar 5x5 median at `x` of five padded rows.
+fn med25_at(rows: &[&[f32]; 5], x: usize) -> f32 {
+    let mut p = [0f32; 25];
+    for i in 0..5 {
+        p[i * 5..i * 5 + 5].copy_from_slice(&rows[i][x..x + 5]);
+    }
+    med25_scalar(&mut p)
+}
+
 /// Filters rows `y0..y1` of `src` (`w` x `h`) into `dst` (those rows only).
 /// `pad` is scratch of at least `(w + 4) * 5` values.
 pub(crate) fn median_rows(
@@ -217,39 +395,51 @@ pub(crate) fn median_rows(
 }
 
 /// Filters `u` (`w` x `h`) in place. Each source row is copied once, padded, into a ring
-/// of `k` rows (`ring`: scratch) before any output row overwrites it: row `j` is loaded
-/// when output row `j - k/2` is computed and is last read by output row `j + k/2`, so
-/// the ring's slot `j % k` is free again when row `j + k` arrives.
+/// of `k + 1` rows (`ring`: scratch) before any output row overwrites it: row `j` is
+/// loaded when the output rows up to `j - k/2` are computed and is last read by output
+/// row `j + k/2`, and output rows go by two (5x5: the pair shares four window rows), so
+/// the ring's slot `j % (k + 1)` is free again when row `j + k + 1` arrives.
 pub(crate) fn median_in_place(u: &mut [f32], w: usize, h: usize, k: usize, ring: &mut Vec<f32>) {
     let r = k / 2;
     let pw = w + 2 * r;
-    ring.resize(pw * k, 0.0);
+    let slots = k + 1;
+    ring.resize(pw * slots, 0.0);
     let load = |ring: &mut [f32], u: &[f32], j: usize| {
         let s = &u[j * w..(j + 1) * w];
-        let p = &mut ring[(j % k) * pw..(j % k + 1) * pw];
+        let p = &mut ring[(j % slots) * pw..(j % slots + 1) * pw];
         p[r..r + w].copy_from_slice(s);
         for i in 0..r {
             p[i] = s[0];
             p[r + w + i] = s[w - 1];
         }
     };
+    // The ring offset of window row `i` (0..) of output row `y`, replicating the borders.
+    let slot = |y: usize, i: usize| {
+        let j = (y + i).saturating_sub(r).min(h - 1);
+        (j % slots) * pw
+    };
     let mut loaded = 0; // rows 0..loaded are (or were) in the ring
-    for y in 0..h {
-        let last = (y + r).min(h - 1);
+    let mut y = 0;
+    while y < h {
+        let pair = k == 5 && y + 1 < h;
+        let last = (y + usize::from(pair) + r).min(h - 1);
         while loaded <= last {
             load(ring, u, loaded);
             loaded += 1;
         }
-        let slot = |i: usize| {
-            let j = (y + i).saturating_sub(r).min(h - 1);
-            (j % k) * pw
-        };
+        if pair {
+            let rows: [&[f32]; 6] = std::array::from_fn(|i| &ring[slot(y, i)..slot(y, i) + pw]);
+            let (a, b) = u[y * w..(y + 2) * w].split_at_mut(w);
+            median5_rows2(&rows, a, b);
+            y += 2;
+            continue;
+        }
         let out = &mut u[y * w..(y + 1) * w];
         if k == 5 {
-            let rows: [&[f32]; 5] = std::array::from_fn(|i| &ring[slot(i)..slot(i) + pw]);
+            let rows: [&[f32]; 5] = std::array::from_fn(|i| &ring[slot(y, i)..slot(y, i) + pw]);
             median5_row(&rows, out);
         } else {
-            let rows: [&[f32]; 3] = std::array::from_fn(|i| &ring[slot(i)..slot(i) + pw]);
+            let rows: [&[f32]; 3] = std::array::from_fn(|i| &ring[slot(y, i)..slot(y, i) + pw]);
             for (x, o) in out.iter_mut().enumerate() {
                 let mut p = [0f32; 9];
                 for i in 0..3 {
@@ -258,6 +448,7 @@ pub(crate) fn median_in_place(u: &mut [f32], w: usize, h: usize, k: usize, ring:
                 *o = med9(&mut p);
             }
         }
+        y += 1;
     }
 }
 
@@ -327,6 +518,49 @@ mod tests {
             let mut out = vec![0f32; w];
             median5_row(&rows, &mut out);
             assert_eq!(out, expect, "dispatch w={w}");
+        }
+    }
+
+    /// The two-row networks against the scalar 99-comparator one, every vector width and
+    /// the scalar tail, on rows of awkward widths with ties.
+    #[test]
+    fn two_row_medians_equal_one_row_medians() {
+        let mut seed = 13;
+        for w in [1usize, 7, 8, 15, 16, 17, 31, 46, 58, 112] {
+            for trial in 0..40 {
+                let q = if trial % 3 == 0 { 1.0 } else { 1000.0 };
+                let rows_v: Vec<Vec<f32>> = (0..6)
+                    .map(|_| {
+                        (0..w + 4)
+                            .map(|_| (lcg(&mut seed) * q).round() / q)
+                            .collect()
+                    })
+                    .collect();
+                let rows: [&[f32]; 6] = std::array::from_fn(|i| &rows_v[i][..]);
+                let expect = |off: usize| -> Vec<f32> {
+                    let r5: [&[f32]; 5] = std::array::from_fn(|i| rows[i + off]);
+                    (0..w).map(|x| med25_at(&r5, x)).collect()
+                };
+                let (e0, e1) = (expect(0), expect(1));
+                let (mut o0, mut o1) = (vec![0f32; w], vec![0f32; w]);
+                median5_rows2(&rows, &mut o0, &mut o1);
+                assert_eq!((&o0, &o1), (&e0, &e1), "dispatch w={w}");
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if is_x86_feature_detected!("avx512f") {
+                        let (mut o0, mut o1) = (vec![0f32; w], vec![0f32; w]);
+                        // SAFETY: checked above.
+                        let d = unsafe { simd::median5_rows2_avx512(&rows, &mut o0, &mut o1) };
+                        assert_eq!((&o0[..d], &o1[..d]), (&e0[..d], &e1[..d]), "avx512 w={w}");
+                    }
+                    if is_x86_feature_detected!("avx2") {
+                        let (mut o0, mut o1) = (vec![0f32; w], vec![0f32; w]);
+                        // SAFETY: checked above.
+                        let d = unsafe { simd::median5_rows2_avx2(&rows, &mut o0, &mut o1) };
+                        assert_eq!((&o0[..d], &o1[..d]), (&e0[..d], &e1[..d]), "avx2 w={w}");
+                    }
+                }
+            }
         }
     }
 
