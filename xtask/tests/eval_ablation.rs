@@ -634,3 +634,143 @@ fn table2_baselines_train_and_report() {
     let y = mer_model::npy::read_tensor(&logits, &mer_model::candle_core::Device::Cpu).unwrap();
     assert_eq!(y.dims(), &[2, 3]);
 }
+
+/// `predict --run`: a finished run's fold models as an ensemble (the mean of the members'
+/// probabilities, checked against each member alone through `--weights`), then the run's
+/// final model once `train --out results/RUN/final/ta.safetensors` has written one.
+#[test]
+fn predict_run_uses_the_fold_models_then_the_final_model() {
+    let dir = setup();
+    ok(
+        &ablation(dir, "pr", &["--only", "ta"]),
+        "ablation --only ta",
+    );
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let clip =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/db/casme2/Cropped/sub01/EP02_01f");
+    let (onset, apex) = (
+        s(&clip.join("reg_img46.jpg")),
+        s(&clip.join("reg_img59.jpg")),
+    );
+    let results = s(&dir.join("results"));
+    let json = dir.join("pr.json");
+    let predict_run = || {
+        ok(
+            &xtask(&[
+                "predict",
+                "--run",
+                "pr",
+                "--results",
+                &results,
+                "--onset",
+                &onset,
+                "--apex",
+                &apex,
+                "--face",
+                "none",
+                "--json",
+                &s(&json),
+            ]),
+            "predict --run",
+        );
+        serde_json::from_str::<serde_json::Value>(&read(&json)).unwrap()
+    };
+    let j = predict_run();
+    assert!(
+        j["model"]
+            .as_str()
+            .unwrap()
+            .contains("ensemble of 3 fold model(s)"),
+        "{j}"
+    );
+    let members: Vec<String> = j["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(members.len(), 3);
+    let probs = |v: &serde_json::Value| -> Vec<f64> {
+        ["negative", "positive", "surprise"]
+            .iter()
+            .map(|k| v["predictions"][0]["probabilities"][k].as_f64().unwrap())
+            .collect()
+    };
+    let mut mean = [0f64; 3];
+    for w in &members {
+        let one = dir.join("one.json");
+        ok(
+            &xtask(&[
+                "predict",
+                "--weights",
+                w,
+                "--onset",
+                &onset,
+                "--apex",
+                &apex,
+                "--face",
+                "none",
+                "--json",
+                &s(&one),
+            ]),
+            "predict --weights (a member)",
+        );
+        let p = probs(&serde_json::from_str(&read(&one)).unwrap());
+        for (m, v) in mean.iter_mut().zip(p) {
+            *m += v / members.len() as f64;
+        }
+    }
+    for (a, b) in probs(&j).iter().zip(mean) {
+        assert!(
+            (a - b).abs() < 1e-6,
+            "ensemble {:?} vs mean of members {mean:?}",
+            probs(&j)
+        );
+    }
+    // An experiment the run does not have.
+    let out = xtask(&[
+        "predict",
+        "--run",
+        "pr",
+        "--results",
+        &results,
+        "--experiment",
+        "bot",
+        "--onset",
+        &onset,
+        "--apex",
+        &apex,
+        "--face",
+        "none",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no experiment `bot`") && err.contains("ta"),
+        "{err}"
+    );
+
+    let fin = dir.join("results/pr/final/ta.safetensors");
+    let paper = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/paper.toml");
+    ok(
+        &xtask(&[
+            "train",
+            "--experiment",
+            "ta",
+            "--data",
+            &s(&dir.join("db")),
+            "--config",
+            &s(&paper),
+            "--cache",
+            &s(&dir.join("cache")),
+            "--epochs",
+            "1",
+            "--out",
+            &s(&fin),
+            "--no-progress",
+        ]),
+        "train --out results/pr/final/ta.safetensors",
+    );
+    let j = predict_run();
+    assert!(j["model"].as_str().unwrap().contains("final model"), "{j}");
+    assert_eq!(j["weights"], serde_json::json!([s(&fin)]));
+}

@@ -261,3 +261,227 @@ fn train_then_predict_round_trip() {
         "{text}"
     );
 }
+
+/// A face-like clip whose deformation rises and falls, peaking at frame `peak` of `n`
+/// (an ellipse stretching on a striped background), as BGR frames of `w` x `h`.
+fn rising_and_falling(n: i32, peak: i32, w: i32, h: i32) -> Vec<opencv::core::Mat> {
+    use opencv::core::{Mat, Point, Scalar, Size, CV_8UC3};
+    use opencv::imgproc::{ellipse, line, LINE_AA};
+    (0..n)
+        .map(|k| {
+            let stretch = (6 - (k - peak).abs()).max(0);
+            let mut img =
+                Mat::new_rows_cols_with_default(h, w, CV_8UC3, Scalar::all(90.0)).unwrap();
+            for y in (0..h).step_by(8) {
+                line(
+                    &mut img,
+                    Point::new(0, y),
+                    Point::new(w - 1, y + 4),
+                    Scalar::all(140.0),
+                    1,
+                    LINE_AA,
+                    0,
+                )
+                .unwrap();
+            }
+            ellipse(
+                &mut img,
+                Point::new(w / 2, h / 2 + 2),
+                Size::new(14 + stretch, 9),
+                0.0,
+                0.0,
+                360.0,
+                Scalar::new(220.0, 200.0, 180.0, 0.0),
+                -1,
+                LINE_AA,
+                0,
+            )
+            .unwrap();
+            img
+        })
+        .collect()
+}
+
+/// `predict --video`: frames indexed from 0, the apex spotted within one frame of the
+/// motion's peak, the JSON says so; an onset past the end names the video and its length;
+/// `--heatmap` writes Fig. 5 of the clip.
+#[test]
+fn video_spots_the_apex_and_draws_the_heatmap() {
+    use opencv::core::Size;
+    use opencv::videoio::{VideoWriter, VideoWriterTrait};
+    let dir = scratch("video");
+    let video = dir.join("clip.avi");
+    let mut w = VideoWriter::new_def(
+        video.to_str().unwrap(),
+        VideoWriter::fourcc('M', 'J', 'P', 'G').unwrap(),
+        30.0,
+        Size::new(96, 96),
+    )
+    .unwrap();
+    for f in rising_and_falling(14, 8, 96, 96) {
+        w.write(&f).unwrap();
+    }
+    w.release().unwrap();
+    let weights = dir.join("w.safetensors");
+    mer_model::OffTaNet::random(&mer_model::ModelConfig::default(), &Device::Cpu)
+        .unwrap()
+        .save_safetensors(&weights)
+        .unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (json, png) = (dir.join("v.json"), dir.join("fig5.png"));
+    let text = ok(
+        &xtask(&[
+            "predict",
+            "--weights",
+            &s(&weights),
+            "--video",
+            &s(&video),
+            "--onset",
+            "1",
+            "--face",
+            "none",
+            "--json",
+            &s(&json),
+            "--heatmap",
+            &s(&png),
+        ]),
+        "predict --video",
+    );
+    assert!(text.contains("(spotted)"), "{text}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(j["onset"], serde_json::json!(1));
+    assert_eq!(j["apex_spotted"], serde_json::json!(true));
+    let apex = j["apex"].as_u64().unwrap();
+    assert!(apex.abs_diff(8) <= 1, "spotted {apex} for a peak at 8: {j}");
+    // Every frame after the onset to the end (13) scored.
+    assert_eq!(j["spotting_scores"].as_array().unwrap().len(), 12, "{j}");
+    assert!(common::is_png(&png));
+
+    // --apex given: no spotting; an offset past the end and an onset past the end are errors.
+    ok(
+        &xtask(&[
+            "predict",
+            "--weights",
+            &s(&weights),
+            "--video",
+            &s(&video),
+            "--onset",
+            "1",
+            "--apex",
+            "8",
+            "--face",
+            "none",
+            "--json",
+            &s(&json),
+        ]),
+        "predict --video --apex",
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        (j["apex"].clone(), j["apex_spotted"].clone()),
+        (serde_json::json!(8), serde_json::json!(false))
+    );
+    let out = xtask(&[
+        "predict",
+        "--weights",
+        &s(&weights),
+        "--video",
+        &s(&video),
+        "--onset",
+        "20",
+        "--face",
+        "none",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("clip.avi") && err.contains("has 14 frame(s)"),
+        "{err}"
+    );
+    // A baseline has no attention maps to draw.
+    let b = dir.join("ststnet.safetensors");
+    mer_model::ModelSpec::Baseline("ststnet".parse().unwrap())
+        .random(&Device::Cpu)
+        .unwrap()
+        .save_safetensors(&b)
+        .unwrap();
+    let out = xtask(&[
+        "predict",
+        "--model",
+        "ststnet",
+        "--weights",
+        &s(&b),
+        "--video",
+        &s(&video),
+        "--onset",
+        "1",
+        "--apex",
+        "8",
+        "--face",
+        "none",
+        "--heatmap",
+        &s(&png),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no attention maps"),
+        "{err}"
+    );
+}
+
+/// The astronaut photograph (scikit-image's, NASA, public domain) in a larger scene
+/// (`fixtures/frames/astronaut_scene_640x480.jpg`): `--face auto` finds a square box around
+/// her face, not the whole frame, and reports it in the onset frame's pixels.
+#[test]
+fn face_auto_crops_the_face_of_a_photograph() {
+    let dir = scratch("face");
+    let scene = fixtures().join("frames/astronaut_scene_640x480.jpg");
+    let weights = dir.join("w.safetensors");
+    mer_model::OffTaNet::random(&mer_model::ModelConfig::default(), &Device::Cpu)
+        .unwrap()
+        .save_safetensors(&weights)
+        .unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let json = dir.join("f.json");
+    ok(
+        &xtask(&[
+            "predict",
+            "--weights",
+            &s(&weights),
+            "--onset",
+            &s(&scene),
+            "--apex",
+            &s(&scene),
+            "--json",
+            &s(&json),
+        ]),
+        "predict --face auto",
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let b: Vec<i64> = j["face_box"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no face box: {j}"))
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let (x, y, w, h) = (b[0], b[1], b[2], b[3]);
+    assert_eq!(w, h, "square box {b:?}");
+    // The face of the pasted photograph (eyes to chin), annotated by hand in regenerate.py.
+    let face = mer_data_face();
+    assert!(
+        x <= face[0] && y <= face[1] && x + w >= face[0] + face[2] && y + h >= face[1] + face[3],
+        "box {b:?} does not contain the face {face:?}"
+    );
+    assert!(w * h * 6 < 640 * 480, "box {b:?} is not just the face");
+}
+
+/// The face box of `astronaut_scene_640x480.jpg`, `[x, y, w, h]`: `ASTRONAUT_FACE` in
+/// `fixtures/regenerate.py`, read from `fixtures/frames/astronaut_scene_640x480.face.txt`.
+fn mer_data_face() -> [i64; 4] {
+    let t = std::fs::read_to_string(fixtures().join("frames/astronaut_scene_640x480.face.txt"))
+        .unwrap();
+    let v: Vec<i64> = t.split_whitespace().map(|s| s.parse().unwrap()).collect();
+    [v[0], v[1], v[2], v[3]]
+}

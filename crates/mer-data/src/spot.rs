@@ -1,9 +1,10 @@
 //! Apex spotting: for clips without an annotated apex (SMIC, a user's own clip).
 //!
 //! The rule: compute the TV-L1 flow (OpenCV's defaults) from the onset frame to every later
-//! frame of the clip, each preprocessed as the features are (colour read, bicubic resize to
-//! `size` x `size`, gray), all pairs at once on the rayon pool; score each frame by the mean
-//! optical-strain magnitude of its flow over the image (the frames are face crops), and take
+//! frame of the clip, each preprocessed as the features are (colour read, the face box cut
+//! out when there is one, bicubic resize to `size` x `size`, gray), all pairs at once on the
+//! rayon pool; score each frame by the mean optical-strain magnitude of its flow over the
+//! image (the face crop, or the whole frame of a database's cropped clip), and take
 //! the frame with the largest score (the first of equal ones). The score is the feature the
 //! model sees: the apex is where the deformation from the onset is strongest. The field's
 //! methods differ (STSTNet's D&C-RoIs on LBP differences, CapsuleNet's landmark cells, the
@@ -45,20 +46,43 @@ pub fn spot_apex_in(
     face: Option<crate::clip::FaceBox>,
 ) -> Result<Spotted> {
     if frames.len() < 2 {
-        return Err(Error::Invalid(format!(
-            "apex spotting needs the onset and at least one later frame, found {} frame(s){}",
+        return Err(too_few(
             frames.len(),
-            frames
-                .first()
-                .map_or(String::new(), |f| format!(" ({})", f.1.display()))
-        )));
+            frames.first().map(|f| f.1.display().to_string()),
+        ));
+    }
+    let grays: Vec<(u32, Vec<u8>)> = frames
+        .par_iter()
+        .map(|(n, p)| Ok((*n, crate::clip::gray_of(p, size, face)?)))
+        .collect::<Result<_>>()?;
+    let name = |i: usize| frames[i].1.display().to_string();
+    spot_apex_grays(&grays, size, formula, &name)
+}
+
+fn too_few(found: usize, first: Option<String>) -> Error {
+    Error::Invalid(format!(
+        "apex spotting needs the onset and at least one later frame, found {found} frame(s){}",
+        first.map_or(String::new(), |f| format!(" ({f})"))
+    ))
+}
+
+/// [`spot_apex`] on frames already preprocessed: `(frame number, gray size x size)` in order,
+/// the first the onset; `name(i)` names frame `i` in errors.
+pub fn spot_apex_grays(
+    frames: &[(u32, Vec<u8>)],
+    size: usize,
+    formula: StrainFormula,
+    name: &dyn Fn(usize) -> String,
+) -> Result<Spotted> {
+    if frames.len() < 2 {
+        return Err(too_few(frames.len(), frames.first().map(|_| name(0))));
     }
     let grays: Vec<GrayImage> = frames
-        .par_iter()
-        .map(|(_, p)| {
-            let g = crate::clip::gray_of(p, size, face)?;
-            GrayImage::from_u8(size, size, &g).map_err(|error| Error::Flow {
-                context: format!("frame {}", p.display()),
+        .iter()
+        .enumerate()
+        .map(|(i, (_, g))| {
+            GrayImage::from_u8(size, size, g).map_err(|error| Error::Flow {
+                context: format!("frame {}", name(i)),
                 error,
             })
         })
@@ -70,9 +94,9 @@ pub fn spot_apex_in(
     let pairs: Vec<(&GrayImage, &GrayImage)> = grays[1..].iter().map(|g| (&grays[0], g)).collect();
     let flows = tvl1.compute_batch(&pairs);
     let mut scores = Vec::with_capacity(flows.len());
-    for ((n, p), flow) in frames[1..].iter().zip(flows) {
+    for (i, ((n, _), flow)) in frames[1..].iter().zip(flows).enumerate() {
         let flow = flow.map_err(|error| Error::Flow {
-            context: format!("flow of {} -> {}", frames[0].1.display(), p.display()),
+            context: format!("flow of {} -> {}", name(0), name(i + 1)),
             error,
         })?;
         let strain = optical_strain(&flow, formula);

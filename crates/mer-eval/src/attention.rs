@@ -137,6 +137,48 @@ pub fn attention_maps(model: &OffTaNet, x: &Tensor) -> Result<Vec<SampleMaps>> {
         .collect())
 }
 
+/// Fig. 5 for one sample: the apex frame (`side` x `side` gray in [0, 1]), the spatial map
+/// and the combined self-attention map ([`SampleMaps::combined`], or a mean of several
+/// models' maps), both `map_side` x `map_side`, upsampled to the frame (bilinear) and
+/// min-max normalised over it, as three panels.
+pub fn fig5_png(
+    path: &Path,
+    title: &str,
+    apex: &[f32],
+    side: usize,
+    spatial: &[f32],
+    combined: &[f32],
+    map_side: usize,
+) -> Result<()> {
+    let spatial = normalise(&resize_bilinear(spatial, map_side, map_side, side, side));
+    let combined = normalise(&resize_bilinear(combined, map_side, map_side, side, side));
+    heatmaps_png(
+        path,
+        title,
+        &[
+            Panel {
+                title: "apex frame".into(),
+                side,
+                face: apex,
+                heat: None,
+            },
+            Panel {
+                title: "spatial attention".into(),
+                side,
+                face: apex,
+                heat: Some(&spatial),
+            },
+            Panel {
+                title: "self-attention (max over channels) x spatial".into(),
+                side,
+                face: apex,
+                heat: Some(&combined),
+            },
+        ],
+        3,
+    )
+}
+
 /// One row of Table 5.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SparsenessRow {
@@ -267,39 +309,20 @@ pub fn analyse_attention(
     let (sample_fold, maps) = fig.expect("every sample is in one fold");
     let face = cache.load(&[samples[chosen].clone()], InputKind::RawImages)?;
     let apex = &face[112 * 112..];
-    let side = maps.side;
-    let spatial = normalise(&resize_bilinear(&maps.spatial, side, side, 112, 112));
-    let combined = normalise(&resize_bilinear(&maps.combined(), side, side, 112, 112));
     let out = run_dir.join("attention");
     let stem = crate::io::file_safe(&ids[chosen]);
     let figure = out.join(format!("fig5_{stem}.png"));
-    heatmaps_png(
+    fig5_png(
         &figure,
         &format!(
             "Fig. 5: {} ({}), fold {sample_fold} model, experiment `{experiment}`",
             ids[chosen], samples[chosen].class
         ),
-        &[
-            Panel {
-                title: "apex frame".into(),
-                side: 112,
-                face: apex,
-                heat: None,
-            },
-            Panel {
-                title: "spatial attention".into(),
-                side: 112,
-                face: apex,
-                heat: Some(&spatial),
-            },
-            Panel {
-                title: "self-attention (max over channels) x spatial".into(),
-                side: 112,
-                face: apex,
-                heat: Some(&combined),
-            },
-        ],
-        3,
+        apex,
+        112,
+        &maps.spatial,
+        &maps.combined(),
+        maps.side,
     )?;
     let report = AttentionReport {
         experiment: experiment.to_string(),

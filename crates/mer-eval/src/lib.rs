@@ -15,6 +15,8 @@
 //!   "paper" protocol (per-fold mean at the best observation epoch, chosen on the test folds).
 //! - [`run_dir`]: the run folder: its settings (created once, checked by every invocation),
 //!   one file per finished cell (experiment x seed x fold), one record per invocation.
+//! - [`ensemble`]: a finished run's models (its final model, or its fold models as an
+//!   ensemble) for prediction on new clips.
 //! - [`plan`]: the grid's cells, their static costs, shards (`--shard I/N`, Slurm arrays,
 //!   Kubernetes indexed jobs).
 //! - [`runner`]: the whole experiment run in steps (prepare, plan, train, report), cells in
@@ -54,6 +56,7 @@
 pub mod attention;
 pub mod bench;
 pub mod config;
+pub mod ensemble;
 mod error;
 pub mod io;
 pub mod loso;

@@ -80,6 +80,10 @@ pub struct RunSettings {
     /// The benchmark (`offtanet`, `megc2019`): which databases and rules.
     #[serde(default = "default_benchmark")]
     pub benchmark: String,
+    /// SMIC's apex rule (`middle`, `spotted`) in a `megc2019` run (the sample list, and so
+    /// its hash, depends on it).
+    #[serde(default = "default_smic_apex")]
+    pub smic_apex: String,
     /// `synthetic` or `root`.
     pub data_kind: String,
     /// The data folder (of the invocation that created the run).
@@ -151,6 +155,10 @@ use another --run name or remove the folder"
         }
         Ok(())
     }
+}
+
+fn default_smic_apex() -> String {
+    "middle".into()
 }
 
 fn default_benchmark() -> String {
@@ -540,6 +548,7 @@ mod tests {
             sizing: None,
             base_seed: 0,
             benchmark: "offtanet".into(),
+            smic_apex: "middle".into(),
             data_kind: "synthetic".into(),
             data_root: "/d".into(),
             cache_dir: "/c".into(),

@@ -632,6 +632,11 @@ pub fn prepare(opts: &AblationOptions) -> Result<Prepared> {
         sizing,
         base_seed: file.seed,
         benchmark: benchmark_name(opts.benchmark).into(),
+        smic_apex: match opts.smic_apex {
+            mer_data::megc::SmicApex::Middle => "middle",
+            mer_data::megc::SmicApex::Spotted => "spotted",
+        }
+        .into(),
         // A folder the synthetic generator wrote counts as synthetic, wherever it is.
         data_kind: if opts.data.is_synthetic() || mer_data::synth::read_marker(&root).is_some() {
             "synthetic"
