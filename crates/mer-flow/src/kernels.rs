@@ -5,6 +5,11 @@
 //! - B: forward gradient of u (`forwardGradient`) and the dual update
 //!   (`estimateDualVariables`).
 //!
+//! When a pair is not spread over threads, both run in a single pass down the
+//! rows (`sweep`): A of row `y + 1` and B of row `y` together, pixel by pixel,
+//! which reads every value the two separate passes would (see `ab_row`); row bands
+//! spread over threads run A then B (`phase_a`, `phase_b`).
+//!
 //! Each pixel is computed with OpenCV's f32 operations in OpenCV's order; the
 //! loops are written so that LLVM vectorises them, and compiled for AVX-512,
 //! AVX2 and the baseline, chosen at run time. No fused multiply-add is ever

@@ -63,13 +63,11 @@ pub(crate) fn tap(mx: f32, my: f32) -> Tap {
 #[inline(always)]
 fn round_i32(v: f32) -> i32 {
     let r = v.round_ties_even();
-    // Non-short-circuit `|` and a select, so that the taps' loop vectorises.
-    let bad = r.is_nan() | (r >= 2147483648.0) | (r < -2147483648.0);
-    let i = r as i32;
-    if bad {
-        i32::MIN
+    // NaN is in no range.
+    if (-2147483648.0..2147483648.0).contains(&r) {
+        r as i32
     } else {
-        i
+        i32::MIN
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! Every floating-point operation is done in f32 in OpenCV's order (no fused
 //! multiply-add), so that the result follows OpenCV's to within its own
-//! rounding. The iteration is reorganised for speed (one pass per half-step,
-//! vectorised, no allocation after the first call on a [`Workspace`]) but not
+//! rounding. The iteration is reorganised for speed (one pass down the rows per
+//! inner iteration, or one per half-step when a pair is spread over threads;
+//! vectorised; no allocation after the first call on a [`Workspace`]) but not
 //! shortened: the epsilon stopping rule is OpenCV's, decided on the same f32
 //! error sum.
 
