@@ -20,6 +20,16 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// Off-TANet (`ta`) with seeded random weights, saved in `dir`.
+fn random_weights(dir: &Path) -> PathBuf {
+    let weights = dir.join("w.safetensors");
+    mer_model::OffTaNet::random(&mer_model::ModelConfig::default(), &Device::Cpu)
+        .unwrap()
+        .save_safetensors(&weights)
+        .unwrap();
+    weights
+}
+
 /// The released weights, or `None` (printing why) where the reference data is absent;
 /// under `CI=true` absence is a failure.
 fn released_weights() -> Option<PathBuf> {
@@ -129,11 +139,7 @@ fn raw_pair_equals_the_feature_path() {
 fn frames_folder_spots_the_apex_and_errors_name_the_problem() {
     let dir = scratch("frames");
     let clip = fixtures().join("smic-e/SMIC-E_raw image/HS_long/SMIC-HS-E/s20/s20_ne_01");
-    let weights = dir.join("w.safetensors");
-    mer_model::OffTaNet::random(&mer_model::ModelConfig::default(), &Device::Cpu)
-        .unwrap()
-        .save_safetensors(&weights)
-        .unwrap();
+    let weights = random_weights(&dir);
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let json = dir.join("p.json");
     ok(
@@ -322,11 +328,7 @@ fn video_spots_the_apex_and_draws_the_heatmap() {
         w.write(&f).unwrap();
     }
     w.release().unwrap();
-    let weights = dir.join("w.safetensors");
-    mer_model::OffTaNet::random(&mer_model::ModelConfig::default(), &Device::Cpu)
-        .unwrap()
-        .save_safetensors(&weights)
-        .unwrap();
+    let weights = random_weights(&dir);
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let (json, png) = (dir.join("v.json"), dir.join("fig5.png"));
     let text = ok(
@@ -437,11 +439,7 @@ fn video_spots_the_apex_and_draws_the_heatmap() {
 fn face_auto_crops_the_face_of_a_photograph() {
     let dir = scratch("face");
     let scene = fixtures().join("frames/astronaut_scene_640x480.jpg");
-    let weights = dir.join("w.safetensors");
-    mer_model::OffTaNet::random(&mer_model::ModelConfig::default(), &Device::Cpu)
-        .unwrap()
-        .save_safetensors(&weights)
-        .unwrap();
+    let weights = random_weights(&dir);
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let json = dir.join("f.json");
     ok(

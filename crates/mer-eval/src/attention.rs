@@ -249,21 +249,7 @@ pub fn analyse_attention(
 ) -> Result<AttentionReport> {
     let folder = RunFolder::open(run_dir)?;
     let (state, samples, folds) = load_run(run_dir)?;
-    let expected = folder.expected()?;
-    let (spec, seeds) = expected
-        .iter()
-        .find(|(e, _)| e.name == experiment)
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "run {} has no experiment `{experiment}` (it has {})",
-                run_dir.display(),
-                expected
-                    .iter()
-                    .map(|(e, _)| e.name.clone())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
+    let (spec, seeds) = folder.experiment(experiment)?;
     let seed = seed.unwrap_or(seeds[0]);
     let cfg = spec.model_config(state.schedule.dropout)?;
     let kind = spec.input_kind()?;

@@ -41,26 +41,12 @@ pub struct RunModels {
 pub fn run_models(run_dir: &Path, experiment: &str) -> Result<RunModels> {
     let folder = RunFolder::open(run_dir)?;
     let settings = folder.settings()?;
-    let expected = folder.expected()?;
-    let (spec, seeds) = expected
-        .iter()
-        .find(|(e, _)| e.name == experiment)
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "run {} has no experiment `{experiment}` (it has {})",
-                run_dir.display(),
-                expected
-                    .iter()
-                    .map(|(e, _)| e.name.clone())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
+    let (spec, seeds) = folder.experiment(experiment)?;
     let model = spec.model_spec(settings.schedule.dropout)?;
     let fin = final_model_path(run_dir, experiment);
     if fin.is_file() {
         return Ok(RunModels {
-            experiment: spec.clone(),
+            experiment: spec,
             model,
             weights: vec![fin],
             is_final: true,
@@ -69,7 +55,7 @@ pub fn run_models(run_dir: &Path, experiment: &str) -> Result<RunModels> {
     }
     let (_, folds) = folder.samples()?;
     let mut weights = Vec::new();
-    for &seed in seeds {
+    for &seed in &seeds {
         for f in &folds {
             let (json, w) = folder.cell_paths(experiment, seed, f);
             // A cell is finished when its record exists (written after its weights).
@@ -86,7 +72,7 @@ pub fn run_models(run_dir: &Path, experiment: &str) -> Result<RunModels> {
         )));
     }
     Ok(RunModels {
-        experiment: spec.clone(),
+        experiment: spec,
         model,
         weights,
         is_final: false,

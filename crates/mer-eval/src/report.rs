@@ -114,7 +114,7 @@ pub struct ExperimentSummary {
     pub params: usize,
     /// Multiply-accumulates per sample (torchstat's "Flops" count: the paper's 30.08M).
     pub macs: u64,
-    /// torchstat's MemR+W (MiB, batch 1), where computed (the Table 2 baselines).
+    /// torchstat's MemR+W (MiB, batch 1).
     #[serde(default)]
     pub mem_rw_mib: Option<f64>,
     /// The experiment's own schedule in this run (epochs, batch, optimiser).
@@ -395,7 +395,8 @@ fn table_md(title: &str, rows: &[TableLine]) -> String {
 /// Table 2 in the paper's layout, sorted by our UAR (rows not scored yet last): both
 /// protocols, Params, Flops and MemR+W (torchstat's rules, batch 1), the experiment's
 /// epochs, and the paper's figures beside ours. A model trained on fewer than half the
-/// epochs of the table's most-trained model is marked, with a note saying so.
+/// run's epochs (those of the experiments without a schedule of their own) is marked, with
+/// a note saying so.
 fn table2_md(t: &crate::config::TableSpec, summaries: &[ExperimentSummary]) -> String {
     let mut rows: Vec<(&crate::config::TableRow, Option<&ExperimentSummary>)> = t
         .rows
@@ -407,9 +408,11 @@ fn table2_md(t: &crate::config::TableSpec, summaries: &[ExperimentSummary]) -> S
             .map_or(f64::NEG_INFINITY, |a| a.uar.mean)
     };
     rows.sort_by(|a, b| uar(&b.1).total_cmp(&uar(&a.1)));
-    let most = rows
+    // The run's own epochs (an experiment without a schedule of its own trains them).
+    let run_epochs = summaries
         .iter()
-        .filter_map(|(_, e)| e.map(|e| e.schedule.epochs))
+        .filter(|e| !e.spec.schedules.contains_key(&e.schedule.name))
+        .map(|e| e.schedule.epochs)
         .max()
         .unwrap_or(0);
     let mut s = format!("### {}\n\n", t.title);
@@ -429,9 +432,9 @@ fn table2_md(t: &crate::config::TableSpec, summaries: &[ExperimentSummary]) -> S
             writeln!(s, "| {} | not run | | | | | | | | {paper} |", r.label).ok();
             continue;
         };
-        let mark = if 2 * e.schedule.epochs < most {
+        let mark = if 2 * e.schedule.epochs < run_epochs {
             short.push(format!(
-                "{} trained {} epoch(s), the table's most-trained model {most}",
+                "{} trained {} epoch(s), the run's {run_epochs}",
                 r.label, e.schedule.epochs
             ));
             " †"
@@ -681,10 +684,7 @@ pub fn write_report(folder: &RunFolder, provenance: &Provenance) -> Result<Repor
                 spec: spec.clone(),
                 params: model.num_params()?,
                 macs: model.flops()?,
-                mem_rw_mib: match model {
-                    ModelSpec::Baseline(b) => Some(b.summary().total_mem_rw_mib()),
-                    ModelSpec::OffTaNet(_) => None,
-                },
+                mem_rw_mib: Some(model.mem_rw_mib()?),
                 schedule: es.clone(),
                 seeds: seeds.clone(),
                 cells_done: done,

@@ -464,6 +464,27 @@ use another --run name or remove the folder"
         Ok(out)
     }
 
+    /// The experiment `name` of the expected grid with its seeds, or an error naming the
+    /// run and the experiments it has.
+    pub fn experiment(&self, name: &str) -> Result<(ExperimentSpec, Vec<u64>)> {
+        let expected = self.expected()?;
+        expected
+            .iter()
+            .find(|(e, _)| e.name == name)
+            .cloned()
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "run {} has no experiment `{name}` (it has {})",
+                    self.dir.display(),
+                    expected
+                        .iter()
+                        .map(|(e, _)| e.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+
     /// The expected cells' grid: for every experiment (definition checked consistent), the
     /// seeds any invocation asked for it, in first-asked order.
     pub fn expected(&self) -> Result<Vec<(ExperimentSpec, Vec<u64>)>> {

@@ -71,6 +71,11 @@ impl ChannelAttention {
                 + hidden as u64
                 + conv_madd([c, 1, 1], hidden, 1, false));
         let flops = 2 * (2 * hidden * c + hidden) as u64;
+        // Memory: the shared MLP's modules once each (fc1: c + its weights -> hidden; ReLU;
+        // fc2: hidden + its weights -> c); the global pools are tensor operations.
+        let (h, cc) = (hidden as u64, c as u64);
+        let read = (cc + h * cc) + h + (h + cc * h);
+        let write = h + h + cc;
         rows.push(
             SummaryRow::new(
                 &self.name,
@@ -79,7 +84,8 @@ impl ChannelAttention {
                 self.num_params(),
                 madd,
             )
-            .with_flops(flops),
+            .with_flops(flops)
+            .with_mem(read, write),
         );
         x
     }
@@ -123,7 +129,11 @@ impl SpatialAttention {
                 self.num_params(),
                 conv_madd(out, 2, 3, false),
             )
-            .with_flops((out[1] * out[2] * 18) as u64),
+            .with_flops((out[1] * out[2] * 18) as u64)
+            .with_mem(
+                (2 * out[1] * out[2] + self.num_params()) as u64,
+                (out[1] * out[2]) as u64,
+            ),
         );
         x
     }
@@ -218,6 +228,10 @@ impl SelfAttentionHead {
         let convs = 3 * conv_madd(q, x[0], 1, true);
         let matmuls = 2 * (d * h * h * (2 * w - 1)) as u64;
         let flops = 3 * (d * h * w * (x[0] + 1)) as u64;
+        // Memory: the three 1x1 convolutions (each reads the input and its own weights);
+        // the products and the softmax count 0.
+        let read = 3 * (x[0] * x[1] * x[2]) as u64 + self.num_params() as u64;
+        let write = 3 * (d * h * w) as u64;
         rows.push(
             SummaryRow::new(
                 &self.name,
@@ -226,7 +240,8 @@ impl SelfAttentionHead {
                 self.num_params(),
                 convs + matmuls,
             )
-            .with_flops(flops),
+            .with_flops(flops)
+            .with_mem(read, write),
         );
         q
     }

@@ -238,6 +238,10 @@ impl Conv2d {
             .with_flops(
                 (out[0] * out[1] * out[2] * (k * k * cin + usize::from(self.bias.is_some())))
                     as u64,
+            )
+            .with_mem(
+                (x[0] * x[1] * x[2] + self.num_params()) as u64,
+                (out[0] * out[1] * out[2]) as u64,
             ),
         );
         out
@@ -444,7 +448,8 @@ impl BatchNorm2d {
         let n = (x[0] * x[1] * x[2]) as u64;
         rows.push(
             SummaryRow::new(&self.name, "BatchNorm2d", x, self.num_params(), 4 * n)
-                .with_flops(2 * n),
+                .with_flops(2 * n)
+                .with_mem(n + 2 * x[0] as u64, n),
         );
         x
     }
@@ -500,7 +505,8 @@ impl Linear {
         let madd = (fout * (2 * fin - 1)) as u64;
         rows.push(
             SummaryRow::new_dims(&self.name, "Linear", vec![fout], self.num_params(), madd)
-                .with_flops((fin * fout) as u64),
+                .with_flops((fin * fout) as u64)
+                .with_mem((fin + self.num_params()) as u64, fout as u64),
         );
     }
 }
@@ -611,14 +617,23 @@ pub(crate) fn pool_summary(name: &str, x: Chw, rows: &mut Vec<SummaryRow>) -> Ch
     // torchstat: (k*k - 1) comparisons per output element.
     let madd = 3 * (out[0] * out[1] * out[2]) as u64;
     rows.push(
-        SummaryRow::new(name, "MaxPool2d", out, 0, madd).with_flops((x[0] * x[1] * x[2]) as u64),
+        SummaryRow::new(name, "MaxPool2d", out, 0, madd)
+            .with_flops((x[0] * x[1] * x[2]) as u64)
+            .with_mem(
+                (x[0] * x[1] * x[2]) as u64,
+                (out[0] * out[1] * out[2]) as u64,
+            ),
     );
     out
 }
 
 pub(crate) fn relu_summary(name: &str, x: Chw, rows: &mut Vec<SummaryRow>) -> Chw {
     let n = (x[0] * x[1] * x[2]) as u64;
-    rows.push(SummaryRow::new(name, "ReLU", x, 0, n).with_flops(n));
+    rows.push(
+        SummaryRow::new(name, "ReLU", x, 0, n)
+            .with_flops(n)
+            .with_mem(n, n),
+    );
     x
 }
 

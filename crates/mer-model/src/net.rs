@@ -380,7 +380,8 @@ impl OffTaNet {
                         0,
                         n as u64,
                     )
-                    .with_flops(n as u64),
+                    .with_flops(n as u64)
+                    .with_mem(n as u64, n as u64),
                 );
                 rows.push(SummaryRow::new_dims(
                     &format!("dense.{}", 3 * i + 2),

@@ -86,6 +86,14 @@ fn summary_of_ta_has_reference_shapes() {
     assert_eq!(s.rows[0].madd, 8 * 56 * 56 * (2 * 147));
     // torchstat's Flops of the whole network: the paper's Table 2 gives 30.08M.
     assert_eq!(s.total_flops(), 30_079_946);
+    // torchstat's MemR+W: 1,478,822 values of 4 bytes, printed "5.64MB" (the paper's).
+    let values: u64 = s.rows.iter().map(|r| r.mem_rw).sum();
+    assert_eq!(values, 1_478_822);
+    assert_eq!(
+        crate::baselines::torchstat_format(4.0 * values as f64, 1024.0),
+        "5.64M"
+    );
+    assert!((s.total_mem_rw_mib() - 5.641).abs() < 1e-3);
 }
 
 /// The released weights: keys, logits of the four reference inputs, intermediates.

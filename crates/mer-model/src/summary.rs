@@ -16,6 +16,15 @@
 //! Off-TANet): Conv2d `out * k*k*cin` plus `out` with a bias; BatchNorm2d 2 per element;
 //! ReLU 1 per element; MaxPool2d 1 per input element; Linear `in * out`; the attention
 //! modules' convolutions and ReLU likewise, their matrix products not counted.
+//!
+//! "MemR+W" follows torchstat's `compute_memory` (values read and written, 4 bytes each):
+//! Conv2d and Linear read their input and their own parameters and write their output;
+//! BatchNorm2d reads its input and `2 * C` values and writes its input's size; ReLU reads
+//! and writes its input; MaxPool2d reads its input and writes its output; every other
+//! module (sigmoid, softmax, dropout) and all tensor operations (the attention's global
+//! pools, which the reference computes with tensor operations, its products and sums)
+//! count 0. The shared MLP of channel attention is one set of modules, counted once (its
+//! last call). For `ta` this gives 1,478,822 values, 5.64 MiB: the paper's "5.64MB".
 
 use mer_common::fmt::thousands;
 use std::fmt;
@@ -40,6 +49,8 @@ pub struct SummaryRow {
     pub madd: u64,
     /// torchstat's "Flops" (see the module documentation for the rule).
     pub flops: u64,
+    /// Values read and written (torchstat's memory rule; see the module documentation).
+    pub mem_rw: u64,
 }
 
 impl SummaryRow {
@@ -61,7 +72,14 @@ impl SummaryRow {
             params,
             madd,
             flops: 0,
+            mem_rw: 0,
         }
+    }
+
+    /// With `read + write` values of memory traffic (torchstat's rule).
+    pub(crate) fn with_mem(mut self, read: u64, write: u64) -> Self {
+        self.mem_rw = read + write;
+        self
     }
 
     pub(crate) fn with_flops(mut self, flops: u64) -> Self {
@@ -95,6 +113,12 @@ impl Summary {
     /// Sum of the rows' torchstat Flops (30,079,946 for `ta`: the paper's "30.08M").
     pub fn total_flops(&self) -> u64 {
         self.rows.iter().map(|r| r.flops).sum()
+    }
+
+    /// torchstat's MemR+W in MiB (printed as "MB"): 4 bytes per value read or written
+    /// (5.64 for `ta`: the paper's Table 2).
+    pub fn total_mem_rw_mib(&self) -> f64 {
+        (4 * self.rows.iter().map(|r| r.mem_rw).sum::<u64>()) as f64 / (1024.0 * 1024.0)
     }
 }
 
@@ -148,6 +172,11 @@ impl fmt::Display for Summary {
             "total Flops (torchstat): {} ({:.2} M)",
             thousands(flops),
             flops as f64 / 1e6
+        )?;
+        writeln!(
+            f,
+            "total MemR+W (torchstat): {:.2} MiB",
+            self.total_mem_rw_mib()
         )?;
         write!(f, "total params: {}", self.total_params())
     }

@@ -72,6 +72,16 @@ impl ModelSpec {
         })
     }
 
+    /// torchstat's MemR+W of one sample's forward pass, in MiB (its "MB" column).
+    pub fn mem_rw_mib(&self) -> Result<f64> {
+        Ok(match self {
+            ModelSpec::OffTaNet(c) => OffTaNet::random(c, &Device::Cpu)?
+                .summary()
+                .total_mem_rw_mib(),
+            ModelSpec::Baseline(b) => b.summary().total_mem_rw_mib(),
+        })
+    }
+
     /// A network with fresh random weights (f32, PyTorch's default initialisation).
     pub fn random(&self, device: &Device) -> Result<Net> {
         self.random_with_dtype(DType::F32, device)
