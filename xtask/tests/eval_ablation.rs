@@ -774,4 +774,27 @@ fn predict_run_uses_the_fold_models_then_the_final_model() {
     let j = predict_run();
     assert!(j["model"].as_str().unwrap().contains("final model"), "{j}");
     assert_eq!(j["weights"], serde_json::json!([s(&fin)]));
+    // A final model whose record names another sample list: used, with a warning.
+    let rec = fin.with_extension("json");
+    let mut r: serde_json::Value = serde_json::from_str(&read(&rec)).unwrap();
+    r["list_hash"] = serde_json::json!("0123456789abcdef");
+    std::fs::write(&rec, r.to_string()).unwrap();
+    let out = xtask(&[
+        "predict",
+        "--run",
+        "pr",
+        "--results",
+        &results,
+        "--onset",
+        &onset,
+        "--apex",
+        &apex,
+        "--face",
+        "none",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("trained on another sample list"),
+        "{err}"
+    );
 }

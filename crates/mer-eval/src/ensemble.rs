@@ -45,6 +45,26 @@ pub fn run_models(run_dir: &Path, experiment: &str) -> Result<RunModels> {
     let model = spec.model_spec(settings.schedule.dropout)?;
     let fin = final_model_path(run_dir, experiment);
     if fin.is_file() {
+        // `cargo xtask train` writes what it trained on beside the weights.
+        let record = fin.with_extension("json");
+        match std::fs::read_to_string(&record)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        {
+            Some(r) if r["list_hash"].as_str() == Some(settings.list_hash.as_str()) => {}
+            Some(r) => tracing::warn!(
+                "{} was trained on another sample list (hash {}) than run {} ({})",
+                fin.display(),
+                r["list_hash"].as_str().unwrap_or("?"),
+                run_dir.display(),
+                settings.list_hash
+            ),
+            None => tracing::warn!(
+                "{}: no readable record {} of what it was trained on",
+                fin.display(),
+                record.display()
+            ),
+        }
         return Ok(RunModels {
             experiment: spec,
             model,
