@@ -15,7 +15,7 @@ use mer_common::fmt::thousands;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use mer_model::{ModelSpec, CLASS_NAMES};
+use mer_model::CLASS_NAMES;
 use serde::{Deserialize, Serialize};
 
 use crate::attention::{analyse_attention, format_table5, AttentionReport};
