@@ -112,172 +112,124 @@ macro_rules! net {
     };
 }
 
+/// The SIMD 5x5 medians for one vector type: `$row` (one row) and `$rows2` (two rows, see
+/// `shared_net!`), `$lanes` pixels at a time; each returns how many pixels it wrote (all of
+/// them, or 0 for a row narrower than a vector). The tail is one overlapping block: the
+/// overlap is recomputed identically. minps/maxps return the second operand when
+/// unordered; no NaN reaches here.
+#[cfg(target_arch = "x86_64")]
+macro_rules! simd_medians {
+    ($feature:literal, $lanes:literal, $row:ident, $rows2:ident,
+     $zero:ident, $load:ident, $store:ident, $min:ident, $max:ident) => {
+        #[doc = concat!("5x5 medians of one row, ", $lanes, " pixels at a time (", $feature, ").")]
+        #[target_feature(enable = $feature)]
+        pub(super) unsafe fn $row(rows: &[&[f32]; 5], out: &mut [f32]) -> usize {
+            const L: usize = $lanes;
+            let w = out.len();
+            if w < L {
+                return 0;
+            }
+            let block = |x: usize, out: &mut [f32]| {
+                let mut p = [$zero(); 25];
+                for i in 0..5 {
+                    let r = &rows[i][x..x + 4 + L];
+                    for j in 0..5 {
+                        // SAFETY: r holds at least j + L values.
+                        p[i * 5 + j] = unsafe { $load(r.as_ptr().add(j)) };
+                    }
+                }
+                med25_net!(p, |a, b| $min(a, b), |a, b| $max(a, b));
+                let o = &mut out[x..x + L];
+                // SAFETY: o holds L values.
+                unsafe { $store(o.as_mut_ptr(), p[12]) };
+            };
+            let mut x = 0;
+            while x + L <= w {
+                block(x, out);
+                x += L;
+            }
+            if x < w {
+                block(w - L, out);
+            }
+            w
+        }
+
+        #[doc = concat!("5x5 medians of two rows (`rows[0..5]` and `rows[1..6]`), ", $lanes,
+                                " pixels at a time (", $feature, "; see `shared_net!`).")]
+        #[target_feature(enable = $feature)]
+        pub(super) unsafe fn $rows2(
+            rows: &[&[f32]; 6],
+            out0: &mut [f32],
+            out1: &mut [f32],
+        ) -> usize {
+            const L: usize = $lanes;
+            let w = out0.len();
+            if w < L {
+                return 0;
+            }
+            let block = |x: usize, out0: &mut [f32], out1: &mut [f32]| {
+                let mut s = [$zero(); 20];
+                for i in 0..4 {
+                    let r = &rows[i + 1][x..x + 4 + L];
+                    for j in 0..5 {
+                        // SAFETY: r holds at least j + L values.
+                        s[i * 5 + j] = unsafe { $load(r.as_ptr().add(j)) };
+                    }
+                }
+                shared_net!(s, |a, b| $min(a, b), |a, b| $max(a, b));
+                for (k, out) in [(0, out0), (5, out1)] {
+                    let mut p = [$zero(); 11];
+                    p[..6].copy_from_slice(&s[7..13]);
+                    let r = &rows[k][x..x + 4 + L];
+                    for j in 0..5 {
+                        // SAFETY: r holds at least j + L values.
+                        p[6 + j] = unsafe { $load(r.as_ptr().add(j)) };
+                    }
+                    out_net!(p, |a, b| $min(a, b), |a, b| $max(a, b));
+                    let o = &mut out[x..x + L];
+                    // SAFETY: o holds L values.
+                    unsafe { $store(o.as_mut_ptr(), p[5]) };
+                }
+            };
+            let mut x = 0;
+            while x + L <= w {
+                block(x, out0, out1);
+                x += L;
+            }
+            if x < w {
+                block(w - L, out0, out1);
+            }
+            w
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use std::arch::x86_64::*;
 
-    /// 5x5 medians of one row, 16 pixels at a time (AVX-512F).
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn median5_row_avx512(rows: &[&[f32]; 5], out: &mut [f32]) -> usize {
-        const L: usize = 16;
-        let w = out.len();
-        if w < L {
-            return 0;
-        }
-        let block = |x: usize, out: &mut [f32]| {
-            let mut p = [_mm512_setzero_ps(); 25];
-            for i in 0..5 {
-                let r = &rows[i][x..x + 4 + L];
-                for j in 0..5 {
-                    // SAFETY: r holds at least j + 16 values.
-                    p[i * 5 + j] = unsafe { _mm512_loadu_ps(r.as_ptr().add(j)) };
-                }
-            }
-            med25_net!(p, |a, b| _mm512_min_ps(a, b), |a, b| _mm512_max_ps(a, b));
-            let o = &mut out[x..x + L];
-            // SAFETY: o holds 16 values.
-            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), p[12]) };
-        };
-        let mut x = 0;
-        while x + L <= w {
-            block(x, out);
-            x += L;
-        }
-        if x < w {
-            // The tail as one overlapping block: the overlap is recomputed identically.
-            block(w - L, out);
-        }
-        w
-    }
-
-    /// 5x5 medians of two rows (`rows[0..5]` and `rows[1..6]`), 16 pixels at a time
-    /// (AVX-512F; see `shared_net!`).
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn median5_rows2_avx512(
-        rows: &[&[f32]; 6],
-        out0: &mut [f32],
-        out1: &mut [f32],
-    ) -> usize {
-        const L: usize = 16;
-        let w = out0.len();
-        if w < L {
-            return 0;
-        }
-        let block = |x: usize, out0: &mut [f32], out1: &mut [f32]| {
-            let mut s = [_mm512_setzero_ps(); 20];
-            for i in 0..4 {
-                let r = &rows[i + 1][x..x + 4 + L];
-                for j in 0..5 {
-                    // SAFETY: r holds at least j + 16 values.
-                    s[i * 5 + j] = unsafe { _mm512_loadu_ps(r.as_ptr().add(j)) };
-                }
-            }
-            shared_net!(s, |a, b| _mm512_min_ps(a, b), |a, b| _mm512_max_ps(a, b));
-            for (k, out) in [(0, out0), (5, out1)] {
-                let mut p = [_mm512_setzero_ps(); 11];
-                p[..6].copy_from_slice(&s[7..13]);
-                let r = &rows[k][x..x + 4 + L];
-                for j in 0..5 {
-                    // SAFETY: r holds at least j + 16 values.
-                    p[6 + j] = unsafe { _mm512_loadu_ps(r.as_ptr().add(j)) };
-                }
-                out_net!(p, |a, b| _mm512_min_ps(a, b), |a, b| _mm512_max_ps(a, b));
-                let o = &mut out[x..x + L];
-                // SAFETY: o holds 16 values.
-                unsafe { _mm512_storeu_ps(o.as_mut_ptr(), p[5]) };
-            }
-        };
-        let mut x = 0;
-        while x + L <= w {
-            block(x, out0, out1);
-            x += L;
-        }
-        if x < w {
-            block(w - L, out0, out1);
-        }
-        w
-    }
-
-    /// As [`median5_rows2_avx512`], 8 pixels at a time (AVX).
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn median5_rows2_avx2(
-        rows: &[&[f32]; 6],
-        out0: &mut [f32],
-        out1: &mut [f32],
-    ) -> usize {
-        const L: usize = 8;
-        let w = out0.len();
-        if w < L {
-            return 0;
-        }
-        let block = |x: usize, out0: &mut [f32], out1: &mut [f32]| {
-            let mut s = [_mm256_setzero_ps(); 20];
-            for i in 0..4 {
-                let r = &rows[i + 1][x..x + 4 + L];
-                for j in 0..5 {
-                    // SAFETY: r holds at least j + 8 values.
-                    s[i * 5 + j] = unsafe { _mm256_loadu_ps(r.as_ptr().add(j)) };
-                }
-            }
-            shared_net!(s, |a, b| _mm256_min_ps(a, b), |a, b| _mm256_max_ps(a, b));
-            for (k, out) in [(0, out0), (5, out1)] {
-                let mut p = [_mm256_setzero_ps(); 11];
-                p[..6].copy_from_slice(&s[7..13]);
-                let r = &rows[k][x..x + 4 + L];
-                for j in 0..5 {
-                    // SAFETY: r holds at least j + 8 values.
-                    p[6 + j] = unsafe { _mm256_loadu_ps(r.as_ptr().add(j)) };
-                }
-                out_net!(p, |a, b| _mm256_min_ps(a, b), |a, b| _mm256_max_ps(a, b));
-                let o = &mut out[x..x + L];
-                // SAFETY: o holds 8 values.
-                unsafe { _mm256_storeu_ps(o.as_mut_ptr(), p[5]) };
-            }
-        };
-        let mut x = 0;
-        while x + L <= w {
-            block(x, out0, out1);
-            x += L;
-        }
-        if x < w {
-            block(w - L, out0, out1);
-        }
-        w
-    }
-
-    /// 5x5 medians of one row, 8 pixels at a time (AVX).
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn median5_row_avx2(rows: &[&[f32]; 5], out: &mut [f32]) -> usize {
-        const L: usize = 8;
-        let w = out.len();
-        if w < L {
-            return 0;
-        }
-        let block = |x: usize, out: &mut [f32]| {
-            let mut p = [_mm256_setzero_ps(); 25];
-            for i in 0..5 {
-                let r = &rows[i][x..x + 4 + L];
-                for j in 0..5 {
-                    // SAFETY: r holds at least j + 8 values.
-                    p[i * 5 + j] = unsafe { _mm256_loadu_ps(r.as_ptr().add(j)) };
-                }
-            }
-            // minps/maxps return the second operand when unordered; no NaN reaches here.
-            med25_net!(p, |a, b| _mm256_min_ps(a, b), |a, b| _mm256_max_ps(a, b));
-            let o = &mut out[x..x + L];
-            // SAFETY: o holds 8 values.
-            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), p[12]) };
-        };
-        let mut x = 0;
-        while x + L <= w {
-            block(x, out);
-            x += L;
-        }
-        if x < w {
-            block(w - L, out);
-        }
-        w
-    }
+    simd_medians!(
+        "avx512f",
+        16,
+        median5_row_avx512,
+        median5_rows2_avx512,
+        _mm512_setzero_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_min_ps,
+        _mm512_max_ps
+    );
+    simd_medians!(
+        "avx2",
+        8,
+        median5_row_avx2,
+        median5_rows2_avx2,
+        _mm256_setzero_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_min_ps,
+        _mm256_max_ps
+    );
 }
 
 /// Median of 25 values (scalar network).
