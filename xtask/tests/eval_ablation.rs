@@ -655,23 +655,15 @@ fn predict_run_uses_the_fold_models_then_the_final_model() {
     );
     let results = s(&dir.join("results"));
     let json = dir.join("pr.json");
+    // `predict` of the fixture pair (frames that are face crops), with `args` before it.
+    let predict_pair = |args: &[&str]| {
+        let pair = ["--onset", &onset, "--apex", &apex, "--face", "none"];
+        xtask(&[&["predict"], args, &pair[..]].concat())
+    };
+    let run_args = ["--run", "pr", "--results", &results];
     let predict_run = || {
         ok(
-            &xtask(&[
-                "predict",
-                "--run",
-                "pr",
-                "--results",
-                &results,
-                "--onset",
-                &onset,
-                "--apex",
-                &apex,
-                "--face",
-                "none",
-                "--json",
-                &s(&json),
-            ]),
+            &predict_pair(&[&run_args[..], &["--json", &s(&json)]].concat()),
             "predict --run",
         );
         serde_json::from_str::<serde_json::Value>(&read(&json)).unwrap()
@@ -701,19 +693,7 @@ fn predict_run_uses_the_fold_models_then_the_final_model() {
     for w in &members {
         let one = dir.join("one.json");
         ok(
-            &xtask(&[
-                "predict",
-                "--weights",
-                w,
-                "--onset",
-                &onset,
-                "--apex",
-                &apex,
-                "--face",
-                "none",
-                "--json",
-                &s(&one),
-            ]),
+            &predict_pair(&["--weights", w, "--json", &s(&one)]),
             "predict --weights (a member)",
         );
         let p = probs(&serde_json::from_str(&read(&one)).unwrap());
@@ -729,21 +709,7 @@ fn predict_run_uses_the_fold_models_then_the_final_model() {
         );
     }
     // An experiment the run does not have.
-    let out = xtask(&[
-        "predict",
-        "--run",
-        "pr",
-        "--results",
-        &results,
-        "--experiment",
-        "bot",
-        "--onset",
-        &onset,
-        "--apex",
-        &apex,
-        "--face",
-        "none",
-    ]);
+    let out = predict_pair(&[&run_args[..], &["--experiment", "bot"]].concat());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("no experiment `bot`") && err.contains("ta"),
@@ -779,19 +745,7 @@ fn predict_run_uses_the_fold_models_then_the_final_model() {
     let mut r: serde_json::Value = serde_json::from_str(&read(&rec)).unwrap();
     r["list_hash"] = serde_json::json!("0123456789abcdef");
     std::fs::write(&rec, r.to_string()).unwrap();
-    let out = xtask(&[
-        "predict",
-        "--run",
-        "pr",
-        "--results",
-        &results,
-        "--onset",
-        &onset,
-        "--apex",
-        &apex,
-        "--face",
-        "none",
-    ]);
+    let out = predict_pair(&run_args);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && err.contains("trained on another sample list"),

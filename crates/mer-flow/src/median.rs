@@ -155,7 +155,7 @@ macro_rules! simd_medians {
         }
 
         #[doc = concat!("5x5 medians of two rows (`rows[0..5]` and `rows[1..6]`), ", $lanes,
-                                " pixels at a time (", $feature, "; see `shared_net!`).")]
+                                        " pixels at a time (", $feature, "; see `shared_net!`).")]
         #[target_feature(enable = $feature)]
         pub(super) unsafe fn $rows2(
             rows: &[&[f32]; 6],
