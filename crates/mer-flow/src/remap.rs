@@ -270,6 +270,149 @@ fn border3(img: &[[f32; 4]], w: usize, h: usize, t: Tap, k: &[f32; 16]) -> [f32;
     }
 }
 
+/// [`interior3`] with AVX-512: each row of the 4x4 taps (four pixels of three planes,
+/// 64 contiguous bytes) is one load and one multiply by its weights (spread from the
+/// table entry by a permutation); a transpose of the four products' 128-bit blocks puts
+/// the j-th tap of every row in one vector, so three adds give the four row sums and three
+/// more their sum, in `interior3`'s order (the same bits).
+///
+/// # Safety
+/// The CPU must support AVX-512F, and `img[base + i * w..][..4]` must exist for i < 4.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn interior3_avx512(img: &[[f32; 4]], base: usize, w: usize, k: &[f32; 16]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    debug_assert!(base + 3 * w + 4 <= img.len());
+    // SAFETY: the four rows of four pixels are inside `img` (the caller's interior test).
+    unsafe {
+        let kv = _mm512_loadu_ps(k.as_ptr());
+        let ptr = img.as_ptr().add(base).cast::<f32>();
+        let row = |i: usize, idx: __m512i| {
+            _mm512_mul_ps(
+                _mm512_loadu_ps(ptr.add(4 * i * w)),
+                _mm512_permutexvar_ps(idx, kv),
+            )
+        };
+        let spread = |i: i32| {
+            _mm512_setr_epi32(
+                4 * i,
+                4 * i,
+                4 * i,
+                4 * i,
+                4 * i + 1,
+                4 * i + 1,
+                4 * i + 1,
+                4 * i + 1,
+                4 * i + 2,
+                4 * i + 2,
+                4 * i + 2,
+                4 * i + 2,
+                4 * i + 3,
+                4 * i + 3,
+                4 * i + 3,
+                4 * i + 3,
+            )
+        };
+        let (p0, p1, p2, p3) = (
+            row(0, spread(0)),
+            row(1, spread(1)),
+            row(2, spread(2)),
+            row(3, spread(3)),
+        );
+        let x0 = _mm512_shuffle_f32x4::<0b01_00_01_00>(p0, p1);
+        let x1 = _mm512_shuffle_f32x4::<0b11_10_11_10>(p0, p1);
+        let x2 = _mm512_shuffle_f32x4::<0b01_00_01_00>(p2, p3);
+        let x3 = _mm512_shuffle_f32x4::<0b11_10_11_10>(p2, p3);
+        // t_j = [row 0 tap j, row 1 tap j, row 2 tap j, row 3 tap j].
+        let t0 = _mm512_shuffle_f32x4::<0b10_00_10_00>(x0, x2);
+        let t1 = _mm512_shuffle_f32x4::<0b11_01_11_01>(x0, x2);
+        let t2 = _mm512_shuffle_f32x4::<0b10_00_10_00>(x1, x3);
+        let t3 = _mm512_shuffle_f32x4::<0b11_01_11_01>(x1, x3);
+        let r = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(t0, t1), t2), t3);
+        let s = _mm_add_ps(
+            _mm_add_ps(
+                _mm_add_ps(_mm512_castps512_ps128(r), _mm512_extractf32x4_ps::<1>(r)),
+                _mm512_extractf32x4_ps::<2>(r),
+            ),
+            _mm512_extractf32x4_ps::<3>(r),
+        );
+        let mut out = [0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), s);
+        out
+    }
+}
+
+/// [`border3`] with AVX-512, without a branch per tap: a row's taps outside the image are
+/// masked off at the load (their products are +-0), and the row's four products are added
+/// to the sum one by one in `border3`'s order. Adding +-0 leaves the sum unchanged, since
+/// a sum that starts at +0 is never -0, so skipping a tap and adding its zero product
+/// agree. (Rows outside the image are skipped: a masked load there is slow.)
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn border3_avx512(img: &[[f32; 4]], w: usize, h: usize, t: Tap, k: &[f32; 16]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let (wi, hi) = (w as i32, h as i32);
+    let (sx, sy) = (t.sx, t.sy);
+    if sx >= wi || sx + 4 <= 0 || sy >= hi || sy + 4 <= 0 {
+        return [0.0; 4];
+    }
+    // Lanes 4j..4j+3 hold tap j of a row: kept when column sx + j is inside the image.
+    let mut cols: __mmask16 = 0;
+    for j in 0..4 {
+        if (0..wi).contains(&(sx + j)) {
+            cols |= 0xF << (4 * j);
+        }
+    }
+    // SAFETY: lanes outside the image are masked off (no access); the pointers of the rows
+    // are only formed with wrapping arithmetic.
+    unsafe {
+        let kv = _mm512_loadu_ps(k.as_ptr());
+        let base = img.as_ptr().cast::<f32>();
+        let mut sum = _mm_setzero_ps();
+        for i in 0..4 {
+            let y = sy + i;
+            if !(0..hi).contains(&y) {
+                // A row outside the image: all 16 products are +-0, nothing to add.
+                continue;
+            }
+            let at = (y as isize * w as isize + sx as isize) * 4;
+            let v = _mm512_maskz_loadu_ps(cols, base.wrapping_offset(at));
+            let c = 4 * i;
+            let idx = _mm512_setr_epi32(
+                c,
+                c,
+                c,
+                c,
+                c + 1,
+                c + 1,
+                c + 1,
+                c + 1,
+                c + 2,
+                c + 2,
+                c + 2,
+                c + 2,
+                c + 3,
+                c + 3,
+                c + 3,
+                c + 3,
+            );
+            let p = _mm512_mul_ps(v, _mm512_permutexvar_ps(idx, kv));
+            sum = _mm_add_ps(sum, _mm512_castps512_ps128(p));
+            sum = _mm_add_ps(sum, _mm512_extractf32x4_ps::<1>(p));
+            sum = _mm_add_ps(sum, _mm512_extractf32x4_ps::<2>(p));
+            sum = _mm_add_ps(sum, _mm512_extractf32x4_ps::<3>(p));
+        }
+        let mut out = [0f32; 4];
+        _mm_storeu_ps(out.as_mut_ptr(), sum);
+        out
+    }
+}
+
 /// Inputs of one warp: the second image and its gradients (interleaved), the first image
 /// and the flow.
 pub(crate) struct WarpIn<'a> {
@@ -287,6 +430,20 @@ pub(crate) struct WarpIn<'a> {
 /// (OpenCV `calcGradRho`) for rows `y0..y0 + rows`; outputs hold those rows.
 #[inline(always)]
 fn warp_rows_generic(
+    a: &WarpIn<'_>,
+    y0: usize,
+    i1wx: &mut [f32],
+    i1wy: &mut [f32],
+    grad: &mut [f32],
+    rho: &mut [f32],
+) {
+    warp_rows_with::<false>(a, y0, i1wx, i1wy, grad, rho)
+}
+
+/// `warp_rows_generic`; `WIDE` (only on a CPU with AVX-512F) sums interior taps with
+/// [`interior3_avx512`].
+#[inline(always)]
+fn warp_rows_with<const WIDE: bool>(
     a: &WarpIn<'_>,
     y0: usize,
     i1wx: &mut [f32],
@@ -317,6 +474,26 @@ fn warp_rows_generic(
                 w: wis[x] as u16,
             };
             let v = if (t.sx as u32) < wu && (t.sy as u32) < hu {
+                #[cfg(target_arch = "x86_64")]
+                if WIDE {
+                    // SAFETY: `WIDE` is only set on a CPU with AVX-512F; the tap is interior.
+                    unsafe {
+                        interior3_avx512(
+                            a.packed,
+                            t.sy as usize * w + t.sx as usize,
+                            w,
+                            &tab[t.w as usize],
+                        )
+                    }
+                } else {
+                    interior3(
+                        a.packed,
+                        t.sy as usize * w + t.sx as usize,
+                        w,
+                        &tab[t.w as usize],
+                    )
+                }
+                #[cfg(not(target_arch = "x86_64"))]
                 interior3(
                     a.packed,
                     t.sy as usize * w + t.sx as usize,
@@ -324,6 +501,14 @@ fn warp_rows_generic(
                     &tab[t.w as usize],
                 )
             } else {
+                #[cfg(target_arch = "x86_64")]
+                if WIDE {
+                    // SAFETY: `WIDE` is only set on a CPU with AVX-512F.
+                    unsafe { border3_avx512(a.packed, w, h, t, &tab[t.w as usize]) }
+                } else {
+                    border3(a.packed, w, h, t, &tab[t.w as usize])
+                }
+                #[cfg(not(target_arch = "x86_64"))]
                 border3(a.packed, w, h, t, &tab[t.w as usize])
             };
             vw[x] = v[0];
@@ -340,9 +525,36 @@ fn warp_rows_generic(
     }
 }
 
+/// See [`warp_rows_generic`]; dispatched on the CPU's instruction set.
+pub(crate) fn warp_rows(
+    a: &WarpIn<'_>,
+    y0: usize,
+    i1wx: &mut [f32],
+    i1wy: &mut [f32],
+    grad: &mut [f32],
+    rho: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::has_avx512() {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn wide(
+            a: &WarpIn<'_>,
+            y0: usize,
+            i1wx: &mut [f32],
+            i1wy: &mut [f32],
+            grad: &mut [f32],
+            rho: &mut [f32],
+        ) {
+            warp_rows_with::<true>(a, y0, i1wx, i1wy, grad, rho)
+        }
+        // SAFETY: the CPU supports AVX-512F (checked at run time).
+        return unsafe { wide(a, y0, i1wx, i1wy, grad, rho) };
+    }
+    warp_rows_llvm(a, y0, i1wx, i1wy, grad, rho)
+}
+
 crate::cpu::simd_dispatch!(
-    /// See [`warp_rows_generic`]; dispatched on the CPU's instruction set.
-    pub(crate) fn warp_rows(
+    fn warp_rows_llvm(
         a: &WarpIn<'_>,
         y0: usize,
         i1wx: &mut [f32],
@@ -370,6 +582,64 @@ mod tests {
         // Far outside is zero; on the border only in-image taps count.
         assert_eq!(sample(&src, w, h, tap(-5.0, 2.0), table()), 0.0);
         assert_eq!(sample(&src, w, h, tap(0.0, 0.0), table()), src[0]);
+    }
+
+    /// The AVX-512 taps (interior: one load and multiply per row and a transpose; border:
+    /// masked loads) give the baseline build's bits, on flows that move taps across every
+    /// border and out of the image, with zeros of both signs in the planes.
+    #[test]
+    fn avx512_warp_equals_the_baseline_warp() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !crate::cpu::has_avx512() {
+                eprintln!("skipped: this CPU has no AVX-512F");
+                return;
+            }
+            for (w, h) in [(1, 1), (3, 2), (4, 4), (5, 7), (17, 9), (33, 20)] {
+                let n = w * h;
+                let plane = |m: usize, off: f32| -> Vec<f32> {
+                    (0..n)
+                        .map(|i| match (i * m) % 13 {
+                            0 => 0.0,
+                            1 => -0.0,
+                            v => v as f32 * 0.37 - off,
+                        })
+                        .collect()
+                };
+                let packed: Vec<[f32; 4]> = {
+                    let (a, b, c) = (plane(7, 2.0), plane(5, 1.0), plane(3, 3.0));
+                    (0..n).map(|i| [a[i], b[i], c[i], 0.0]).collect()
+                };
+                let i0 = plane(11, 0.5);
+                for scale in [0.3f32, 1.7, 4.5] {
+                    let u1: Vec<f32> = (0..n)
+                        .map(|i| ((i * 37 % 23) as f32 - 11.0) * scale * 0.29)
+                        .collect();
+                    let u2: Vec<f32> = (0..n)
+                        .map(|i| ((i * 53 % 19) as f32 - 9.0) * scale * 0.31)
+                        .collect();
+                    let a = WarpIn {
+                        packed: &packed,
+                        i0: &i0,
+                        u1: &u1,
+                        u2: &u2,
+                        w,
+                        h,
+                    };
+                    let run = |wide: bool| {
+                        let mut o = [vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]];
+                        let [x, y, g, r] = &mut o;
+                        if wide {
+                            warp_rows(&a, 0, x, y, g, r);
+                        } else {
+                            warp_rows_generic(&a, 0, x, y, g, r);
+                        }
+                        o.map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>())
+                    };
+                    assert_eq!(run(true), run(false), "{w}x{h}, flow scale {scale}");
+                }
+            }
+        }
     }
 
     #[test]
