@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 
 use mer_flow::strain::{optical_strain, StrainFormula};
-use mer_flow::{GrayImage, TvL1, TvL1Params};
+use mer_flow::{Flow, GrayImage, TvL1, TvL1Params, Workspace};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +59,21 @@ pub fn spot_apex_in(
     spot_apex_grays(&grays, size, formula, &name)
 }
 
+/// A bar for spotting over more than a few hundred frames (hidden otherwise, and when
+/// standard error is not a terminal).
+fn progress(pairs: usize) -> indicatif::ProgressBar {
+    if pairs < 300 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(pairs as u64).with_message("spotting the apex");
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} frames ({eta})")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
 fn too_few(found: usize, first: Option<String>) -> Error {
     Error::Invalid(format!(
         "apex spotting needs the onset and at least one later frame, found {found} frame(s){}",
@@ -87,22 +102,40 @@ pub fn spot_apex_grays(
             })
         })
         .collect::<Result<_>>()?;
-    let tvl1 = TvL1::new(TvL1Params::default()).map_err(|error| Error::Flow {
-        context: "TV-L1 parameters".into(),
+    // One pair per task, sequential inside (as `compute_batch`), but each flow is reduced to
+    // its score at once: a long clip holds one flow per thread, not one per frame.
+    let tvl1 = TvL1::new(TvL1Params::default())
+        .map_err(|error| Error::Flow {
+            context: "TV-L1 parameters".into(),
+            error,
+        })?
+        .with_parallel_from(usize::MAX);
+    let bar = progress(frames.len() - 1);
+    let scores = frames[1..]
+        .par_iter()
+        .enumerate()
+        .map_init(
+            || {
+                let out = Flow::zeros(1, 1).expect("a 1 x 1 flow is a valid size");
+                (Workspace::default(), out)
+            },
+            |(ws, out), (i, (n, _))| {
+                // The error keeps the frame's index: `name` is not shared across threads.
+                tvl1.compute_into(ws, &grays[0], &grays[i + 1], None, out)
+                    .map_err(|error| (i + 1, error))?;
+                let strain = optical_strain(out, formula);
+                let mean =
+                    strain.iter().map(|&s| s as f64).sum::<f64>() / strain.len().max(1) as f64;
+                bar.inc(1);
+                Ok((*n, mean))
+            },
+        )
+        .collect::<std::result::Result<Vec<_>, _>>();
+    bar.finish_and_clear();
+    let scores = scores.map_err(|(i, error)| Error::Flow {
+        context: format!("flow of {} -> {}", name(0), name(i)),
         error,
     })?;
-    let pairs: Vec<(&GrayImage, &GrayImage)> = grays[1..].iter().map(|g| (&grays[0], g)).collect();
-    let flows = tvl1.compute_batch(&pairs);
-    let mut scores = Vec::with_capacity(flows.len());
-    for (i, ((n, _), flow)) in frames[1..].iter().zip(flows).enumerate() {
-        let flow = flow.map_err(|error| Error::Flow {
-            context: format!("flow of {} -> {}", name(0), name(i + 1)),
-            error,
-        })?;
-        let strain = optical_strain(&flow, formula);
-        let mean = strain.iter().map(|&s| s as f64).sum::<f64>() / strain.len().max(1) as f64;
-        scores.push((*n, mean));
-    }
     let apex = scores
         .iter()
         .fold(None::<(u32, f64)>, |best, &(n, s)| match best {
