@@ -40,6 +40,29 @@ pub(crate) fn table() -> &'static [[f32; 16]] {
     })
 }
 
+/// The 1-D weights of [`table`]: entry `f` holds `cubic_coeffs(f / 32)`; `table()[fy * 32 +
+/// fx][i * 4 + j]` is `ONE[fy][i] * ONE[fx][j]` rounded once, as these products are.
+pub(crate) fn one_d() -> &'static [[f32; 4]] {
+    static T: OnceLock<Vec<[f32; 4]>> = OnceLock::new();
+    T.get_or_init(|| {
+        (0..TAB)
+            .map(|i| cubic_coeffs(i as f32 * (1.0 / TAB as f32)))
+            .collect()
+    })
+}
+
+/// The x weights of entry `fx` spread for a row of four pixels of four lanes:
+/// `[wx0 x4, wx1 x4, wx2 x4, wx3 x4]`.
+pub(crate) fn spread_x() -> &'static [[f32; 16]] {
+    static T: OnceLock<Vec<[f32; 16]>> = OnceLock::new();
+    T.get_or_init(|| {
+        one_d()
+            .iter()
+            .map(|wx| std::array::from_fn(|l| wx[l / 4]))
+            .collect()
+    })
+}
+
 /// A quantised sampling position: top-left tap (`x - 1`, `y - 1`) and table index.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Tap {
@@ -271,55 +294,38 @@ fn border3(img: &[[f32; 4]], w: usize, h: usize, t: Tap, k: &[f32; 16]) -> [f32;
 }
 
 /// [`interior3`] with AVX-512: each row of the 4x4 taps (four pixels of three planes,
-/// 64 contiguous bytes) is one load and one multiply by its weights (spread from the
-/// table entry by a permutation); a transpose of the four products' 128-bit blocks puts
-/// the j-th tap of every row in one vector, so three adds give the four row sums and three
-/// more their sum, in `interior3`'s order (the same bits).
+/// 64 contiguous bytes) is one load and one multiply by its weights, `wy[i] * wx[j]` rounded
+/// once as in the table (`wy` from [`one_d`], `wx` spread from [`spread_x`]: a multiply
+/// instead of a permutation of the table entry); a transpose of the four products' 128-bit
+/// blocks puts the j-th tap of every row in one vector, so three adds give the four row sums
+/// and three more their sum, in `interior3`'s order (the same bits).
 ///
 /// # Safety
 /// The CPU must support AVX-512F, and `img[base + i * w..][..4]` must exist for i < 4.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn interior3_avx512(img: &[[f32; 4]], base: usize, w: usize, k: &[f32; 16]) -> [f32; 4] {
+unsafe fn interior3_avx512(
+    img: &[[f32; 4]],
+    base: usize,
+    w: usize,
+    wy: &[f32; 4],
+    wx: &[f32; 16],
+) -> [f32; 4] {
     use std::arch::x86_64::*;
     debug_assert!(base + 3 * w + 4 <= img.len());
     // SAFETY: the four rows of four pixels are inside `img` (the caller's interior test).
     unsafe {
-        let kv = _mm512_loadu_ps(k.as_ptr());
+        let xv = _mm512_loadu_ps(wx.as_ptr());
         let ptr = img.as_ptr().add(base).cast::<f32>();
-        let row = |i: usize, idx: __m512i| {
+        // Row i's weights wy[i] * wx[j], rounded once: the table's entries.
+        let row = |i: usize| {
             _mm512_mul_ps(
                 _mm512_loadu_ps(ptr.add(4 * i * w)),
-                _mm512_permutexvar_ps(idx, kv),
+                _mm512_mul_ps(_mm512_set1_ps(wy[i]), xv),
             )
         };
-        let spread = |i: i32| {
-            _mm512_setr_epi32(
-                4 * i,
-                4 * i,
-                4 * i,
-                4 * i,
-                4 * i + 1,
-                4 * i + 1,
-                4 * i + 1,
-                4 * i + 1,
-                4 * i + 2,
-                4 * i + 2,
-                4 * i + 2,
-                4 * i + 2,
-                4 * i + 3,
-                4 * i + 3,
-                4 * i + 3,
-                4 * i + 3,
-            )
-        };
-        let (p0, p1, p2, p3) = (
-            row(0, spread(0)),
-            row(1, spread(1)),
-            row(2, spread(2)),
-            row(3, spread(3)),
-        );
+        let (p0, p1, p2, p3) = (row(0), row(1), row(2), row(3));
         let x0 = _mm512_shuffle_f32x4::<0b01_00_01_00>(p0, p1);
         let x1 = _mm512_shuffle_f32x4::<0b11_10_11_10>(p0, p1);
         let x2 = _mm512_shuffle_f32x4::<0b01_00_01_00>(p2, p3);
@@ -453,6 +459,7 @@ fn warp_rows_with<const WIDE: bool>(
 ) {
     let (w, h) = (a.w, a.h);
     let tab = table();
+    let (one, sx_tab) = (one_d(), spread_x());
     let rows = i1wx.len() / w;
     let (wu, hu) = ((w as u32).saturating_sub(3), (h as u32).saturating_sub(3));
     let mut sxs = vec![0i32; w];
@@ -482,7 +489,8 @@ fn warp_rows_with<const WIDE: bool>(
                             a.packed,
                             t.sy as usize * w + t.sx as usize,
                             w,
-                            &tab[t.w as usize],
+                            &one[t.w as usize >> 5],
+                            &sx_tab[t.w as usize & 31],
                         )
                     }
                 } else {
