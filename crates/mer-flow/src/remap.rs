@@ -40,6 +40,7 @@ pub(crate) fn table() -> &'static [[f32; 16]] {
     })
 }
 
+#[cfg(target_arch = "x86_64")]
 /// The 1-D weights of [`table`]: entry `f` holds `cubic_coeffs(f / 32)`; `table()[fy * 32 +
 /// fx][i * 4 + j]` is `ONE[fy][i] * ONE[fx][j]` rounded once, as these products are.
 pub(crate) fn one_d() -> &'static [[f32; 4]] {
@@ -51,6 +52,7 @@ pub(crate) fn one_d() -> &'static [[f32; 4]] {
     })
 }
 
+#[cfg(target_arch = "x86_64")]
 /// The x weights of entry `fx` spread for a row of four pixels of four lanes:
 /// `[wx0 x4, wx1 x4, wx2 x4, wx3 x4]`.
 pub(crate) fn spread_x() -> &'static [[f32; 16]] {
@@ -446,8 +448,8 @@ fn warp_rows_generic(
     warp_rows_with::<false>(a, y0, i1wx, i1wy, grad, rho)
 }
 
-/// `warp_rows_generic`; `WIDE` (only on a CPU with AVX-512F) sums interior taps with
-/// [`interior3_avx512`].
+/// `warp_rows_generic`; `WIDE` (only on a CPU with AVX-512F) sums the taps with
+/// [`interior3_avx512`] and [`border3_avx512`].
 #[inline(always)]
 fn warp_rows_with<const WIDE: bool>(
     a: &WarpIn<'_>,
@@ -459,6 +461,7 @@ fn warp_rows_with<const WIDE: bool>(
 ) {
     let (w, h) = (a.w, a.h);
     let tab = table();
+    #[cfg(target_arch = "x86_64")]
     let (one, sx_tab) = (one_d(), spread_x());
     let rows = i1wx.len() / w;
     let (wu, hu) = ((w as u32).saturating_sub(3), (h as u32).saturating_sub(3));
