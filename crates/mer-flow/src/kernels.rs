@@ -489,9 +489,16 @@ fn phase_b_generic(
     }
 }
 
-/// One sequential iteration (see [`sweep_rows`]): with AVX-512, the interior rows run
-/// [`avx512::ab_row`] (explicit vectors with a masked last vector); otherwise the
-/// LLVM-vectorised build for the CPU's instruction set.
+/// The interior rows' code in [`sweep_rows`]: LLVM's vectorisation of `ab_row`.
+const LLVM: u8 = 0;
+/// ... [`avx512::ab_row`].
+const AVX512: u8 = 1;
+/// ... [`avx2::ab_row`].
+const AVX2: u8 = 2;
+
+/// One sequential iteration (see [`sweep_rows`]): with AVX-512 or AVX2, the interior rows
+/// run [`avx512::ab_row`] or [`avx2::ab_row`] (explicit vectors with a masked last vector);
+/// otherwise the LLVM-vectorised build.
 #[allow(clippy::too_many_arguments)]
 fn sweep(
     f: &Fields<'_>,
@@ -509,7 +516,29 @@ fn sweep(
         // SAFETY: the CPU supports AVX-512F (checked at run time).
         return unsafe { sweep_avx512(f, c, p11, p12, p21, p22, u1, u2, du) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if f.w >= 2 && crate::cpu::has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked at run time).
+        return unsafe { sweep_avx2(f, c, p11, p12, p21, p22, u1, u2, du) };
+    }
     sweep_llvm(f, c, p11, p12, p21, p22, u1, u2, du)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+unsafe fn sweep_avx2(
+    f: &Fields<'_>,
+    c: Consts,
+    p11: &mut [f32],
+    p12: &mut [f32],
+    p21: &mut [f32],
+    p22: &mut [f32],
+    u1: &mut [f32],
+    u2: &mut [f32],
+    du: &mut [f32],
+) -> f64 {
+    sweep_rows::<AVX2>(f, c, p11, p12, p21, p22, u1, u2, du)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -526,7 +555,7 @@ unsafe fn sweep_avx512(
     u2: &mut [f32],
     du: &mut [f32],
 ) -> f64 {
-    sweep_rows::<true>(f, c, p11, p12, p21, p22, u1, u2, du)
+    sweep_rows::<AVX512>(f, c, p11, p12, p21, p22, u1, u2, du)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -542,7 +571,7 @@ fn sweep_generic(
     u2: &mut [f32],
     du: &mut [f32],
 ) -> f64 {
-    sweep_rows::<false>(f, c, p11, p12, p21, p22, u1, u2, du)
+    sweep_rows::<LLVM>(f, c, p11, p12, p21, p22, u1, u2, du)
 }
 
 crate::cpu::simd_dispatch!(
@@ -565,11 +594,12 @@ crate::cpu::simd_dispatch!(
 /// row `y + 2` reads p rows `y + 1` and `y + 2`, not yet written. So every value read is
 /// the one the two separate passes read, and the results are the same bits.
 ///
-/// `WIDE` runs the interior rows with [`avx512::ab_row`]; it must only be set when the
-/// CPU has AVX-512F and `w >= 2`.
+/// `ROWS` picks the code of the interior rows: [`LLVM`] (`ab_row`, vectorised by LLVM for
+/// the caller's instruction set), [`AVX512`] ([`avx512::ab_row`]) or [`AVX2`]
+/// ([`avx2::ab_row`]); the last two only on a CPU with that instruction set and `w >= 2`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn sweep_rows<const WIDE: bool>(
+fn sweep_rows<const ROWS: u8>(
     f: &Fields<'_>,
     c: Consts,
     p11: &mut [f32],
@@ -601,9 +631,16 @@ fn sweep_rows<const WIDE: bool>(
     );
     for y in 0..h - 1 {
         #[cfg(target_arch = "x86_64")]
-        if WIDE {
-            // SAFETY: `WIDE` is only set by `sweep_avx512`, on a CPU with AVX-512F, for w >= 2.
-            sum += unsafe { avx512::ab_row(f, c, y, p11, p12, p21, p22, u1, u2, du) };
+        if ROWS != LLVM {
+            let rows = RowPtrs::new(f, y, p11, p12, p21, p22, u1, u2, du);
+            if ROWS == AVX512 {
+                // SAFETY: only `sweep_avx512` sets it, on a CPU with AVX-512F.
+                unsafe { avx512::ab_row(c, &rows) };
+            } else {
+                // SAFETY: only `sweep_avx2` sets it, on a CPU with AVX2.
+                unsafe { avx2::ab_row(c, &rows) };
+            }
+            sum += lanes_sum(&du[(y + 1) * w..(y + 2) * w]);
             continue;
         }
         sum += ab_row(f, c, y, p11, p12, p21, p22, u1, u2, du);
@@ -754,6 +791,90 @@ fn ab_row(
     lanes_sum(e)
 }
 
+/// The rows of one [`ab_row`] as raw pointers, for the explicit SIMD kernels: p and u at
+/// row `y` (B updates p there, u is read) and at row `y + 1` (p is read, A updates u), the
+/// squared updates and the warp's fields at row `y + 1`. [`RowPtrs::new`] checks every
+/// slice's length, so a kernel that reads or writes at most `w` values from each pointer
+/// (and reads `ra1`, `ra2` one before only through a masked-off lane) stays inside them.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct RowPtrs {
+    w: usize,
+    q11: *mut f32,
+    q12: *mut f32,
+    q21: *mut f32,
+    q22: *mut f32,
+    ra1: *const f32,
+    rb1: *const f32,
+    ra2: *const f32,
+    rb2: *const f32,
+    r1: *const f32,
+    r2: *const f32,
+    a1: *mut f32,
+    a2: *mut f32,
+    e: *mut f32,
+    ix: *const f32,
+    iy: *const f32,
+    g: *const f32,
+    rc: *const f32,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl RowPtrs {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        f: &Fields<'_>,
+        y: usize,
+        p11: &mut [f32],
+        p12: &mut [f32],
+        p21: &mut [f32],
+        p22: &mut [f32],
+        u1: &mut [f32],
+        u2: &mut [f32],
+        du: &mut [f32],
+    ) -> Self {
+        let w = f.w;
+        let (o, on) = (y * w, (y + 1) * w);
+        let end = on + w;
+        assert!(w >= 2);
+        for v in [&*p11, &*p12, &*p21, &*p22, &*u1, &*u2, &*du] {
+            assert!(v.len() >= end);
+        }
+        for v in [f.i1wx, f.i1wy, f.grad, f.rho] {
+            assert!(v.len() >= end);
+        }
+        // One pointer per slice, so that both rows derive from it.
+        let (pp11, pp12, pp21, pp22) = (
+            p11.as_mut_ptr(),
+            p12.as_mut_ptr(),
+            p21.as_mut_ptr(),
+            p22.as_mut_ptr(),
+        );
+        let (pu1, pu2) = (u1.as_mut_ptr(), u2.as_mut_ptr());
+        // In bounds by the asserts (`wrapping_add` only spares an `unsafe`).
+        Self {
+            w,
+            q11: pp11.wrapping_add(o),
+            q12: pp12.wrapping_add(o),
+            q21: pp21.wrapping_add(o),
+            q22: pp22.wrapping_add(o),
+            ra1: pp11.wrapping_add(on),
+            rb1: pp12.wrapping_add(on),
+            ra2: pp21.wrapping_add(on),
+            rb2: pp22.wrapping_add(on),
+            r1: pu1.wrapping_add(o),
+            r2: pu2.wrapping_add(o),
+            a1: pu1.wrapping_add(on),
+            a2: pu2.wrapping_add(on),
+            e: du.as_mut_ptr().wrapping_add(on),
+            ix: f.i1wx.as_ptr().wrapping_add(on),
+            iy: f.i1wy.as_ptr().wrapping_add(on),
+            g: f.grad.as_ptr().wrapping_add(on),
+            rc: f.rho.as_ptr().wrapping_add(on),
+        }
+    }
+}
+
 /// [`ab_row`] written with AVX-512 vectors of 16 pixels: the first vector of a row computes
 /// pixel 0's divergence with its own formula (blended into lane 0), and the last vector is
 /// masked, so no pixel of a row is left to narrower vectors or scalar code (LLVM's epilogue
@@ -762,7 +883,7 @@ fn ab_row(
 /// multiply-adds, so the bits are `ab_row`'s.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Consts, Fields};
+    use super::{Consts, RowPtrs};
     use std::arch::x86_64::*;
 
     /// `(float) hypot(x, y)` of 16 lanes: in double, rounded once (as `hypot32`).
@@ -804,62 +925,38 @@ mod avx512 {
         )
     }
 
-    /// `ab_row` (phase A of row `y + 1`, phase B of row `y`) for `w >= 2`.
+    /// `ab_row` (phase A of row `y + 1`, phase B of row `y`) on the rows of `r`; the caller
+    /// sums the squared updates of row `y + 1`.
     ///
     /// # Safety
-    /// The CPU must support AVX-512F.
-    #[allow(clippy::too_many_arguments)]
+    /// The CPU must support AVX-512F, and `r` must come from `RowPtrs::new` on slices not
+    /// touched since.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn ab_row(
-        f: &Fields<'_>,
-        c: Consts,
-        y: usize,
-        p11: &mut [f32],
-        p12: &mut [f32],
-        p21: &mut [f32],
-        p22: &mut [f32],
-        u1: &mut [f32],
-        u2: &mut [f32],
-        du: &mut [f32],
-    ) -> f64 {
-        let w = f.w;
-        let (o, on) = (y * w, (y + 1) * w);
-        let end = on + w;
-        assert!(w >= 2);
-        for v in [&*p11, &*p12, &*p21, &*p22, &*u1, &*u2, &*du] {
-            assert!(v.len() >= end);
-        }
-        for v in [f.i1wx, f.i1wy, f.grad, f.rho] {
-            assert!(v.len() >= end);
-        }
-        // SAFETY: every pointer below stays inside its slice (lengths asserted above): lanes
-        // past a row's end are masked off, and the one masked-off lane of `ra1 - 1` is never read.
+    pub(super) unsafe fn ab_row(c: Consts, r: &RowPtrs) {
+        let RowPtrs {
+            w,
+            q11,
+            q12,
+            q21,
+            q22,
+            ra1,
+            rb1,
+            ra2,
+            rb2,
+            r1,
+            r2,
+            a1,
+            a2,
+            e,
+            ix,
+            iy,
+            g,
+            rc,
+        } = *r;
+        // SAFETY: `RowPtrs::new` checked the slices: every access below is within `w`
+        // values of its pointer, lanes past a row's end are masked off, and the one lane
+        // before `ra1`, `ra2` is masked off at `x = 0`.
         unsafe {
-            // Row y of p (B writes it) and of u (read); row y + 1 of p (read) and of u (A writes).
-            let (pp11, pp12, pp21, pp22) = (
-                p11.as_mut_ptr(),
-                p12.as_mut_ptr(),
-                p21.as_mut_ptr(),
-                p22.as_mut_ptr(),
-            );
-            let (pu1, pu2) = (u1.as_mut_ptr(), u2.as_mut_ptr());
-            let e = du.as_mut_ptr().add(on);
-            let (ix, iy, g, rc) = (
-                f.i1wx.as_ptr().add(on),
-                f.i1wy.as_ptr().add(on),
-                f.grad.as_ptr().add(on),
-                f.rho.as_ptr().add(on),
-            );
-            let (q11, q12, q21, q22) = (pp11.add(o), pp12.add(o), pp21.add(o), pp22.add(o));
-            let (ra1, rb1, ra2, rb2) = (
-                pp11.add(on).cast_const(),
-                pp12.add(on).cast_const(),
-                pp21.add(on).cast_const(),
-                pp22.add(on).cast_const(),
-            );
-            let (r1, r2) = (pu1.add(o).cast_const(), pu2.add(o).cast_const());
-            let (a1, a2) = (pu1.add(on), pu2.add(on));
-
             let l_t = _mm512_set1_ps(c.l_t);
             let neg_l_t = _mm512_set1_ps(-c.l_t);
             let theta = _mm512_set1_ps(c.theta);
@@ -975,7 +1072,194 @@ mod avx512 {
             }
             b_vec(x - 16, prev);
         }
-        super::lanes_sum(&du[on..end])
+    }
+}
+
+/// [`avx512::ab_row`] for AVX2: vectors of 8 pixels, the masks as vectors
+/// (`vmaskmovps` loads and stores, which touch no masked-off lane), the same operations in
+/// the same order, so the bits are `ab_row`'s.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Consts, RowPtrs};
+    use std::arch::x86_64::*;
+
+    /// `(float) hypot(x, y)` of 8 lanes: in double, rounded once (as `hypot32`).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn hypot8(x: __m256, y: __m256) -> __m256 {
+        let norm = |a: __m128, b: __m128| -> __m128 {
+            let (a, b) = (_mm256_cvtps_pd(a), _mm256_cvtps_pd(b));
+            _mm256_cvtpd_ps(_mm256_sqrt_pd(_mm256_add_pd(
+                _mm256_mul_pd(a, a),
+                _mm256_mul_pd(b, b),
+            )))
+        };
+        let lo = norm(_mm256_castps256_ps128(x), _mm256_castps256_ps128(y));
+        let hi = norm(_mm256_extractf128_ps::<1>(x), _mm256_extractf128_ps::<1>(y));
+        _mm256_set_m128(hi, lo)
+    }
+
+    /// `dual` on 8 lanes: returns the new (pa, pb).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn dual8(pa: __m256, pb: __m256, ux: __m256, uy: __m256, taut: __m256) -> (__m256, __m256) {
+        let g = hypot8(ux, uy);
+        let ng = _mm256_add_ps(_mm256_set1_ps(1.0), _mm256_mul_ps(taut, g));
+        (
+            _mm256_div_ps(_mm256_add_ps(pa, _mm256_mul_ps(taut, ux)), ng),
+            _mm256_div_ps(_mm256_add_ps(pb, _mm256_mul_ps(taut, uy)), ng),
+        )
+    }
+
+    /// `ab_row` (phase A of row `y + 1`, phase B of row `y`) on the rows of `r`; the caller
+    /// sums the squared updates of row `y + 1`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, and `r` must come from `RowPtrs::new` on slices not
+    /// touched since.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn ab_row(c: Consts, r: &RowPtrs) {
+        let RowPtrs {
+            w,
+            q11,
+            q12,
+            q21,
+            q22,
+            ra1,
+            rb1,
+            ra2,
+            rb2,
+            r1,
+            r2,
+            a1,
+            a2,
+            e,
+            ix,
+            iy,
+            g,
+            rc,
+        } = *r;
+        // SAFETY: `RowPtrs::new` checked the slices: every access below is within `w`
+        // values of its pointer, lanes past a row's end are masked off, and the one lane
+        // before `ra1`, `ra2` is masked off at `x = 0`.
+        unsafe {
+            let l_t = _mm256_set1_ps(c.l_t);
+            let neg_l_t = _mm256_set1_ps(-c.l_t);
+            let theta = _mm256_set1_ps(c.theta);
+            let taut = _mm256_set1_ps(c.taut);
+            let tiny = _mm256_set1_ps(f32::EPSILON);
+            let sign = _mm256_set1_ps(-0.0);
+            let neg = |v: __m256| _mm256_xor_ps(v, sign);
+            let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            // Lanes inside the row from `x`, and lanes whose right neighbour is inside it
+            // (the forward difference of the last pixel is 0).
+            let masks = |x: usize| -> (__m256i, __m256i) {
+                let left = (w - x).min(9) as i32;
+                (
+                    _mm256_cmpgt_epi32(_mm256_set1_epi32(left), iota),
+                    _mm256_cmpgt_epi32(_mm256_set1_epi32(left - 1), iota),
+                )
+            };
+            let keep = |v: __m256, m: __m256i| _mm256_and_ps(v, _mm256_castsi256_ps(m));
+            // Masked moves only where a vector reaches past the row's end: `vmaskmovps`
+            // stores are slow on AMD's cores.
+            let load = |p: *const f32, m: __m256i, full: bool| {
+                if full {
+                    _mm256_loadu_ps(p)
+                } else {
+                    _mm256_maskload_ps(p, m)
+                }
+            };
+            let store = |p: *mut f32, m: __m256i, v: __m256, full: bool| {
+                if full {
+                    _mm256_storeu_ps(p, v)
+                } else {
+                    _mm256_maskstore_ps(p, m, v)
+                }
+            };
+            // A of the 8 pixels from `x` (row y + 1): the new u1, u2 there and the p12, p22
+            // of row y there (read before B updates them).
+            let a_vec = |x: usize| -> [__m256; 4] {
+                let (k, _) = masks(x);
+                let full = x + 8 <= w;
+                macro_rules! ld {
+                    ($p:expr) => {
+                        load($p.add(x), k, full)
+                    };
+                }
+                let (q12v, q22v) = (ld!(q12), ld!(q22));
+                let (ra1v, rb1v, ra2v, rb2v) = (ld!(ra1), ld!(rb1), ld!(ra2), ld!(rb2));
+                let (ra1p, ra2p) = if x == 0 {
+                    let k0 = _mm256_blend_epi32::<1>(k, _mm256_setzero_si256());
+                    (
+                        _mm256_maskload_ps(ra1.wrapping_sub(1), k0),
+                        _mm256_maskload_ps(ra2.wrapping_sub(1), k0),
+                    )
+                } else {
+                    (load(ra1.add(x - 1), k, full), load(ra2.add(x - 1), k, full))
+                };
+                let mut d1 = _mm256_add_ps(_mm256_sub_ps(ra1v, ra1p), _mm256_sub_ps(rb1v, q12v));
+                let mut d2 = _mm256_add_ps(_mm256_sub_ps(ra2v, ra2p), _mm256_sub_ps(rb2v, q22v));
+                if x == 0 {
+                    // Pixel 0: (a + b) - c, OpenCV's order without a left neighbour.
+                    d1 = _mm256_blend_ps::<1>(d1, _mm256_sub_ps(_mm256_add_ps(ra1v, rb1v), q12v));
+                    d2 = _mm256_blend_ps::<1>(d2, _mm256_sub_ps(_mm256_add_ps(ra2v, rb2v), q22v));
+                }
+                let (o1, o2) = (ld!(a1), ld!(a2));
+                let (ixv, iyv, gv, rcv) = (ld!(ix), ld!(iy), ld!(g), ld!(rc));
+                let rho = _mm256_add_ps(
+                    rcv,
+                    _mm256_add_ps(_mm256_mul_ps(ixv, o1), _mm256_mul_ps(iyv, o2)),
+                );
+                // `threshold`, as in `avx512::ab_row`, with vector masks.
+                let lg = _mm256_mul_ps(l_t, gv);
+                let fi = _mm256_div_ps(neg(rho), gv);
+                let below = _mm256_cmp_ps::<_CMP_LT_OQ>(rho, neg(lg));
+                let above = _mm256_andnot_ps(below, _mm256_cmp_ps::<_CMP_GT_OQ>(rho, lg));
+                let inner = _mm256_andnot_ps(
+                    _mm256_or_ps(below, above),
+                    _mm256_cmp_ps::<_CMP_GT_OQ>(gv, tiny),
+                );
+                let factor = _mm256_blendv_ps(_mm256_blendv_ps(fi, neg_l_t, above), l_t, below);
+                let moved = _mm256_or_ps(_mm256_or_ps(below, above), inner);
+                let t1 = _mm256_and_ps(_mm256_mul_ps(factor, ixv), moved);
+                let t2 = _mm256_and_ps(_mm256_mul_ps(factor, iyv), moved);
+                let n1 = _mm256_add_ps(_mm256_add_ps(o1, t1), _mm256_mul_ps(theta, d1));
+                let n2 = _mm256_add_ps(_mm256_add_ps(o2, t2), _mm256_mul_ps(theta, d2));
+                store(a1.add(x), k, n1, full);
+                store(a2.add(x), k, n2, full);
+                let (e1, e2) = (_mm256_sub_ps(n1, o1), _mm256_sub_ps(n2, o2));
+                let ev = _mm256_add_ps(_mm256_mul_ps(e1, e1), _mm256_mul_ps(e2, e2));
+                store(e.add(x), k, ev, full);
+                [n1, n2, q12v, q22v]
+            };
+            // B of the 8 pixels from `x` (row y): forward gradient of u and the dual update.
+            let b_vec = |x: usize, [n1, n2, q12v, q22v]: [__m256; 4]| {
+                let (k, kr) = masks(x);
+                let (full, full_r) = (x + 8 <= w, x + 9 <= w);
+                let (r1v, r2v) = (load(r1.add(x), k, full), load(r2.add(x), k, full));
+                let r1n = load(r1.add(x + 1), kr, full_r);
+                let r2n = load(r2.add(x + 1), kr, full_r);
+                let ux1 = keep(_mm256_sub_ps(r1n, r1v), kr);
+                let ux2 = keep(_mm256_sub_ps(r2n, r2v), kr);
+                let (uy1, uy2) = (_mm256_sub_ps(n1, r1v), _mm256_sub_ps(n2, r2v));
+                let (n11, n12) = dual8(load(q11.add(x), k, full), q12v, ux1, uy1, taut);
+                let (n21, n22) = dual8(load(q21.add(x), k, full), q22v, ux2, uy2, taut);
+                store(q11.add(x), k, n11, full);
+                store(q12.add(x), k, n12, full);
+                store(q21.add(x), k, n21, full);
+                store(q22.add(x), k, n22, full);
+            };
+            let mut prev = a_vec(0);
+            let mut x = 8;
+            while x < w {
+                let next = a_vec(x);
+                b_vec(x - 8, prev);
+                prev = next;
+                x += 8;
+            }
+            b_vec(x - 8, prev);
+        }
     }
 }
 
@@ -1058,11 +1342,69 @@ mod tests {
             .collect()
     }
 
-    /// The sequential sweep (with AVX-512: explicit vectors and masked row ends) gives the
-    /// bits of the two separate half-steps compiled for the baseline instruction set, for
-    /// every row length from 1 to 40 and around 112 (every remainder of 16 pixels).
+    /// The sequential sweeps this CPU can run (AVX-512 and AVX2: explicit vectors and masked
+    /// row ends; LLVM's build for the CPU) give the bits of the two separate half-steps
+    /// compiled for the baseline instruction set, for every row length from 1 to 40 and
+    /// around 112 (every remainder of 16 and 8 pixels).
     #[test]
     fn sweep_equals_the_two_baseline_passes_for_every_width() {
+        type Sweep = fn(
+            &Fields<'_>,
+            Consts,
+            &mut [f32],
+            &mut [f32],
+            &mut [f32],
+            &mut [f32],
+            &mut [f32],
+            &mut [f32],
+            &mut [f32],
+        ) -> f64;
+        let mut paths: Vec<(&str, Sweep)> = vec![("llvm", sweep_llvm)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::cpu::has_avx512() {
+                paths.push(("avx512", |f, c, a, b, d, e, u, v, du| {
+                    if f.w < 2 {
+                        return sweep_llvm(f, c, a, b, d, e, u, v, du);
+                    }
+                    // SAFETY: the CPU has AVX-512F (checked above).
+                    unsafe { sweep_avx512(f, c, a, b, d, e, u, v, du) }
+                }));
+            } else {
+                eprintln!("AVX-512 path skipped: this CPU has no AVX-512F");
+            }
+            if crate::cpu::has_avx2() {
+                paths.push(("avx2", |f, c, a, b, d, e, u, v, du| {
+                    if f.w < 2 {
+                        return sweep_llvm(f, c, a, b, d, e, u, v, du);
+                    }
+                    // SAFETY: the CPU has AVX2 (checked above).
+                    unsafe { sweep_avx2(f, c, a, b, d, e, u, v, du) }
+                }));
+            } else {
+                eprintln!("AVX2 path skipped: this CPU has no AVX2");
+            }
+        }
+        for (name, path) in paths {
+            check_sweep(name, path);
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn check_sweep(
+        name: &str,
+        sweep: fn(
+            &Fields<'_>,
+            Consts,
+            &mut [f32],
+            &mut [f32],
+            &mut [f32],
+            &mut [f32],
+            &mut [f32],
+            &mut [f32],
+            &mut [f32],
+        ) -> f64,
+    ) {
         let c = Consts {
             l_t: 0.045,
             theta: 0.3,
@@ -1111,7 +1453,7 @@ mod tests {
                         phase_a_generic(&f, c, q11, q12, q21, q22, 0, &mut v1, &mut v2, &mut dv);
                     phase_b_generic(c.taut, w, h, &v1, &v2, 0, q11, q12, q21, q22);
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    let at = format!("w={w} h={h} round {round}");
+                    let at = format!("{name}, w={w} h={h} round {round}");
                     assert_eq!(bits(&u1), bits(&v1), "u1, {at}");
                     assert_eq!(bits(&u2), bits(&v2), "u2, {at}");
                     assert_eq!(bits(&du), bits(&dv), "du, {at}");
