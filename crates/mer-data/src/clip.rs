@@ -23,7 +23,7 @@ use opencv::core::{Mat, MatTraitConst, Rect};
 use opencv::videoio::{VideoCapture, VideoCaptureTrait, VideoCaptureTraitConst};
 
 use crate::features::SampleFeatures;
-use crate::preprocess::{crop, read_color, to_gray, FaceCropper};
+use crate::preprocess::{crop, opencv_path, read_color, to_gray, FaceCropper};
 use crate::{Error, Result};
 
 /// A face box in a frame's pixels: `[x, y, width, height]`.
@@ -223,15 +223,7 @@ pub fn read_video(
     size: usize,
     face: FaceMode,
 ) -> Result<VideoFrames> {
-    if !video.is_file() {
-        return Err(Error::io(
-            video,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such video file"),
-        ));
-    }
-    let name = video
-        .to_str()
-        .ok_or_else(|| Error::image(video, "path is not UTF-8"))?;
+    let name = opencv_path(video, "no such video file")?;
     let cannot = |why: String| {
         Error::image(
             video,

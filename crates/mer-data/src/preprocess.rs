@@ -15,17 +15,22 @@ pub const FEATURE_SIZE: usize = 112;
 pub const DEFAULT_CASCADE: &str =
     "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml";
 
-/// Reads an image as 3-channel BGR (`IMREAD_COLOR`).
-pub fn read_color(path: &Path) -> Result<Mat> {
+/// `path` as the `&str` OpenCV's loaders take: an error naming it when there is no file there
+/// (`missing` says what was expected) or when it is not UTF-8.
+pub(crate) fn opencv_path<'a>(path: &'a Path, missing: &str) -> Result<&'a str> {
     if !path.is_file() {
         return Err(Error::io(
             path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such image file"),
+            std::io::Error::new(std::io::ErrorKind::NotFound, missing.to_string()),
         ));
     }
-    let name = path
-        .to_str()
-        .ok_or_else(|| Error::image(path, "path is not UTF-8"))?;
+    path.to_str()
+        .ok_or_else(|| Error::image(path, "path is not UTF-8"))
+}
+
+/// Reads an image as 3-channel BGR (`IMREAD_COLOR`).
+pub fn read_color(path: &Path) -> Result<Mat> {
+    let name = opencv_path(path, "no such image file")?;
     let m = imgcodecs::imread(name, imgcodecs::IMREAD_COLOR)
         .map_err(|e| Error::image(path, e.to_string()))?;
     if m.empty() {
@@ -92,18 +97,10 @@ pub struct FaceCropper {
 impl FaceCropper {
     /// Loads a cascade file (e.g. [`DEFAULT_CASCADE`]).
     pub fn new(cascade: &Path) -> Result<Self> {
-        if !cascade.is_file() {
-            return Err(Error::io(
-                cascade,
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no cascade file (Debian: apt-get install opencv-data)",
-                ),
-            ));
-        }
-        let name = cascade
-            .to_str()
-            .ok_or_else(|| Error::image(cascade, "path is not UTF-8"))?;
+        let name = opencv_path(
+            cascade,
+            "no cascade file (Debian: apt-get install opencv-data)",
+        )?;
         let classifier =
             CascadeClassifier::new(name).map_err(|e| Error::image(cascade, e.to_string()))?;
         if classifier
