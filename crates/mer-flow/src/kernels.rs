@@ -1323,6 +1323,19 @@ mod gamma {
 mod tests {
     use super::*;
 
+    /// One sequential iteration (the signature of `sweep` and its paths).
+    type Sweep = fn(
+        &Fields<'_>,
+        Consts,
+        &mut [f32],
+        &mut [f32],
+        &mut [f32],
+        &mut [f32],
+        &mut [f32],
+        &mut [f32],
+        &mut [f32],
+    ) -> f64;
+
     /// Values that exercise every branch: zero and tiny gradients (the `+0` step), rho on
     /// both sides of +-l_t g, `-0.0` in u and p, equal neighbours (a zero forward difference).
     fn field(seed: u64, n: usize, scale: f32) -> Vec<f32> {
@@ -1348,17 +1361,6 @@ mod tests {
     /// around 112 (every remainder of 16 and 8 pixels).
     #[test]
     fn sweep_equals_the_two_baseline_passes_for_every_width() {
-        type Sweep = fn(
-            &Fields<'_>,
-            Consts,
-            &mut [f32],
-            &mut [f32],
-            &mut [f32],
-            &mut [f32],
-            &mut [f32],
-            &mut [f32],
-            &mut [f32],
-        ) -> f64;
         let mut paths: Vec<(&str, Sweep)> = vec![("llvm", sweep_llvm)];
         #[cfg(target_arch = "x86_64")]
         {
@@ -1390,21 +1392,7 @@ mod tests {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn check_sweep(
-        name: &str,
-        sweep: fn(
-            &Fields<'_>,
-            Consts,
-            &mut [f32],
-            &mut [f32],
-            &mut [f32],
-            &mut [f32],
-            &mut [f32],
-            &mut [f32],
-            &mut [f32],
-        ) -> f64,
-    ) {
+    fn check_sweep(name: &str, sweep: Sweep) {
         let c = Consts {
             l_t: 0.045,
             theta: 0.3,
