@@ -717,24 +717,8 @@ fn predict_run_uses_the_fold_models_then_the_final_model() {
     );
 
     let fin = dir.join("results/pr/final/ta.safetensors");
-    let paper = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/paper.toml");
     ok(
-        &xtask(&[
-            "train",
-            "--experiment",
-            "ta",
-            "--data",
-            &s(&dir.join("db")),
-            "--config",
-            &s(&paper),
-            "--cache",
-            &s(&dir.join("cache")),
-            "--epochs",
-            "1",
-            "--out",
-            &s(&fin),
-            "--no-progress",
-        ]),
+        &train_ta(dir, &dir.join("cache"), 1, &fin),
         "train --out results/pr/final/ta.safetensors",
     );
     let j = predict_run();

@@ -217,24 +217,8 @@ fn train_then_predict_round_trip() {
     let out_dir = scratch("train");
     let weights = out_dir.join("ta.safetensors");
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    let paper = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/paper.toml");
     let text = ok(
-        &xtask(&[
-            "train",
-            "--experiment",
-            "ta",
-            "--data",
-            &s(&dir.join("db")),
-            "--config",
-            &s(&paper),
-            "--cache",
-            &s(&out_dir.join("cache")),
-            "--epochs",
-            "2",
-            "--out",
-            &s(&weights),
-            "--no-progress",
-        ]),
+        &common::train_ta(dir, &out_dir.join("cache"), 2, &weights),
         "train",
     );
     assert!(text.contains("ta: 2 epochs on all 12 samples"), "{text}");

@@ -115,6 +115,29 @@ pub fn ablation(dir: &Path, run: &str, extra: &[&str]) -> Output {
     ablation_command(dir, run, extra).output().unwrap()
 }
 
+/// `xtask train --experiment ta` on the tiny database with the paper's schedule for `epochs`
+/// epochs (features cached in `cache`), writing `out` and its record; waited for.
+pub fn train_ta(dir: &Path, cache: &Path, epochs: u32, out: &Path) -> Output {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let paper = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/paper.toml");
+    xtask(&[
+        "train",
+        "--experiment",
+        "ta",
+        "--data",
+        &s(&dir.join("db")),
+        "--config",
+        &s(&paper),
+        "--cache",
+        &s(cache),
+        "--epochs",
+        &epochs.to_string(),
+        "--out",
+        &s(out),
+        "--no-progress",
+    ])
+}
+
 /// `xtask report` on `dir/results/run`, waited for.
 pub fn xtask_report(dir: &Path, run: &str) -> Output {
     xtask(&[
